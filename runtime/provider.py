@@ -8,7 +8,6 @@ provider can sit beside it by implementing :class:`Provider`.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Protocol
 
 from sdk.openfaas import FunctionDeployment, FunctionStatus
@@ -44,17 +43,28 @@ class InvalidDeployment(ProviderError):
     status = 400
 
 
-class SecretNotFound(InvalidDeployment):
-    pass
+class SecretNotFound(ProviderError):
+    status = 404
 
 
-@dataclass(frozen=True)
 class Endpoint:
-    """Where one ready replica accepts HTTP: always a loopback address on this runtime."""
+    """Where one ready replica accepts HTTP: a loopback address on this runtime.
 
-    host: str
-    port: int
-    replica_id: str
+    ``inflight`` is kept by the gateway (incremented before a call, decremented after),
+    so a provider replacing this replica can wait for it to reach zero before
+    stopping the process: no request is cut off by an update.
+    """
+
+    __slots__ = ("host", "port", "replica_id", "inflight")
+
+    def __init__(self, host: str, port: int, replica_id: str) -> None:
+        self.host = host
+        self.port = port
+        self.replica_id = replica_id
+        self.inflight = 0
+
+    def __repr__(self) -> str:
+        return f"Endpoint({self.replica_id} at {self.host}:{self.port}, inflight={self.inflight})"
 
 
 class Provider(Protocol):

@@ -1,0 +1,82 @@
+"""The embedded runtime's configuration: one frozen object, read once at start.
+
+Every setting comes from the environment (names below), with defaults that work on
+one machine. A malformed value stops the runtime with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sdk.config import ConfigError, env_duration, env_int, env_str
+
+__all__ = ["RuntimeConfig", "ConfigError", "default_state_dir"]
+
+
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    """``$OFC_STATE_DIR``, else ``~/.ofc``."""
+    return Path(env_str(env, "OFC_STATE_DIR", str(Path.home() / ".ofc"))).expanduser()
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Settings of the gateway, its queue and the process provider."""
+
+    state_dir: Path
+    venv_dir: Path
+    host: str
+    port: int
+    queue_workers: int
+    async_timeout: float
+    upstream_timeout: float
+    max_body_bytes: int
+    async_max_attempts: int
+    ready_timeout: float
+    drain_timeout: float
+    provider: str
+    python: str
+    pip_args: tuple[str, ...]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> RuntimeConfig:
+        """Build and validate the configuration from ``env``.
+
+        ``OFC_STATE_DIR`` (``~/.ofc``): deployments, queue, logs, secrets, virtualenvs.
+        ``OFC_VENV_DIR`` (``<state>/venvs``): virtualenv cache; may be shared by runtimes.
+        ``OFC_GATEWAY_HOST`` (``127.0.0.1``) and ``OFC_GATEWAY_PORT`` (``8080``).
+        ``OFC_QUEUE_WORKERS`` (``4``): async calls run at once.
+        ``OFC_ASYNC_TIMEOUT`` (``15m``): limit of one async call; builds run inside them.
+        ``OFC_UPSTREAM_TIMEOUT`` (``60s``): limit of a synchronous call to a function.
+        ``OFC_MAX_BODY_BYTES`` (``104857600``): largest async request body kept in the queue.
+        ``OFC_ASYNC_MAX_ATTEMPTS`` (``6``): tries to reach a function before parking a call.
+        ``OFC_READY_TIMEOUT`` (``120s``): how long a new replica may take to pass its health check.
+        ``OFC_DRAIN_TIMEOUT`` (``30s``): how long a replica being replaced may finish requests.
+        ``OFC_PROVIDER`` (``process``): which provider runs functions.
+        ``OFC_PYTHON``: interpreter function virtualenvs are made from (default: this one's base).
+        ``OFC_PIP_ARGS``: extra arguments for pip when building function virtualenvs.
+        """
+        provider = env_str(env, "OFC_PROVIDER", "process")
+        if provider not in ("process",):
+            raise ConfigError(f"OFC_PROVIDER={provider!r}: expected 'process'")
+        python = env_str(env, "OFC_PYTHON", getattr(sys, "_base_executable", sys.executable))
+        state_dir = default_state_dir(env)
+        return cls(
+            state_dir=state_dir,
+            venv_dir=Path(env_str(env, "OFC_VENV_DIR", str(state_dir / "venvs"))).expanduser(),
+            host=env_str(env, "OFC_GATEWAY_HOST", "127.0.0.1"),
+            port=env_int(env, "OFC_GATEWAY_PORT", 8080, minimum=0, maximum=65535),
+            queue_workers=env_int(env, "OFC_QUEUE_WORKERS", 4, minimum=1, maximum=256),
+            async_timeout=env_duration(env, "OFC_ASYNC_TIMEOUT", 15 * 60.0),
+            upstream_timeout=env_duration(env, "OFC_UPSTREAM_TIMEOUT", 60.0),
+            max_body_bytes=env_int(env, "OFC_MAX_BODY_BYTES", 100 * 1024 * 1024, minimum=1),
+            async_max_attempts=env_int(env, "OFC_ASYNC_MAX_ATTEMPTS", 6, minimum=1),
+            ready_timeout=env_duration(env, "OFC_READY_TIMEOUT", 120.0),
+            drain_timeout=env_duration(env, "OFC_DRAIN_TIMEOUT", 30.0),
+            provider=provider,
+            python=python,
+            pip_args=tuple(env_str(env, "OFC_PIP_ARGS", "").split()),
+        )

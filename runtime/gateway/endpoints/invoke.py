@@ -1,0 +1,132 @@
+"""``/function/{name}[/{path}]``: synchronous invocation, proxied to a ready replica.
+
+The function sees only the part of the path after ``/function/<name>`` (``/`` when
+empty), with the query string and the raw encoding untouched, every header except
+hop-by-hop ones, and ``X-Forwarded-For``/``X-Forwarded-Host``/``X-Call-Id``/
+``X-Start-Time`` added as the OpenFaaS gateway does. Replicas take turns.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from itertools import count
+
+from runtime.gateway.metrics import GatewayMetrics
+from runtime.gateway.web import HttpError, error_response
+from runtime.httpcore.server import Handler, Request, Response
+from runtime.httpcore.upstream import UpstreamError, UpstreamPool, UpstreamTimeout, forwardable
+from runtime.provider import Endpoint, Provider
+
+PREFIX = b"/function/"
+_RESPONSE_DROP = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"trailer", b"upgrade"}
+)
+
+
+def split_function_target(target: bytes, prefix: bytes = PREFIX) -> tuple[str, bytes] | None:
+    """Split ``/function/echo/a/b?x=1`` into ``("echo", b"/a/b?x=1")``; ``None`` when no name.
+
+    A dotted ``name.namespace`` keeps only the name: this runtime has one namespace.
+    """
+    rest = target[len(prefix) :]
+    cut = len(rest)
+    for sep in (b"/", b"?"):
+        i = rest.find(sep)
+        if i != -1 and i < cut:
+            cut = i
+    name = rest[:cut]
+    if not name:
+        return None
+    tail = rest[cut:]
+    if not tail.startswith(b"/"):
+        tail = b"/" + tail
+    name_str = name.decode("latin-1")
+    if "." in name_str:
+        name_str = name_str.rsplit(".", 1)[0]
+    return name_str, tail
+
+
+class Invoker:
+    """Proxies one call to a replica of a function and records its metrics.
+
+    Shared by the synchronous endpoint and the async queue's workers.
+    """
+
+    def __init__(self, provider: Provider, pool: UpstreamPool, metrics: GatewayMetrics) -> None:
+        self.provider = provider
+        self.pool = pool
+        self.metrics = metrics
+        self._turn = count()
+
+    def pick(self, name: str) -> Endpoint:
+        """A ready endpoint of ``name``, taking turns; :class:`HttpError` 404 or 503 otherwise."""
+        endpoints = self.provider.endpoints(name)
+        if endpoints is None:
+            raise HttpError(404, f"function {name!r} not found")
+        if not endpoints:
+            raise HttpError(503, f"function {name!r} is not ready: no replica is available")
+        return endpoints[next(self._turn) % len(endpoints)]
+
+
+def make_invoke_handler(invoker: Invoker, *, timeout: float) -> Handler:
+    """Build the ``/function/`` handler proxying through ``invoker`` with ``timeout`` seconds."""
+    pool = invoker.pool
+    observe = invoker.metrics.observe
+
+    async def invoke(request: Request) -> Response:
+        split = split_function_target(request.target)
+        if split is None:
+            return error_response(400, "missing function name: call /function/<name>")
+        name, target = split
+        try:
+            endpoint = invoker.pick(name)
+        except HttpError as exc:
+            return error_response(exc.status, exc.message)
+        started = time.monotonic()
+        call_id = request.header(b"x-call-id")
+        headers = forwardable(request.headers)
+        if call_id is None:
+            call_id = uuid.uuid4().hex.encode()
+            headers.append((b"x-call-id", call_id))
+        start_ns = b"%d" % time.time_ns()
+        headers.append((b"x-start-time", start_ns))
+        if request.header(b"x-forwarded-for") is None:
+            headers.append((b"x-forwarded-for", request.client.encode()))
+        if request.header(b"x-forwarded-host") is None:
+            host = request.header(b"host")
+            if host is not None:
+                headers.append((b"x-forwarded-host", host))
+        endpoint.inflight += 1
+        try:
+            upstream = await pool.request(
+                endpoint.host,
+                endpoint.port,
+                request.method,
+                target,
+                headers,
+                request.body,
+                timeout=timeout,
+            )
+        except UpstreamTimeout:
+            endpoint.inflight -= 1
+            observe(name, 504, time.monotonic() - started)
+            return error_response(504, f"function {name!r} did not answer within {timeout:g} s")
+        except UpstreamError as exc:
+            endpoint.inflight -= 1
+            observe(name, 502, time.monotonic() - started)
+            return error_response(502, f"cannot reach function {name!r}: {exc}")
+        out = [(n, v) for n, v in upstream.headers if n not in _RESPONSE_DROP]
+        out.append((b"x-call-id", call_id))
+        out.append((b"x-start-time", start_ns))
+        response = Response(upstream.status, out, upstream.body, upstream.length)
+
+        def sent(ok: bool) -> None:
+            endpoint.inflight -= 1
+            upstream.release(ok)
+            observe(name, upstream.status, time.monotonic() - started)
+
+        response.on_sent = sent
+        return response
+
+    return invoke
