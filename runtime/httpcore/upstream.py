@@ -26,6 +26,10 @@ from .streams import BodyStream
 __all__ = ["UpstreamPool", "UpstreamResponse", "UpstreamError", "UpstreamTimeout"]
 
 
+# Responses up to this size with a Content-Length are read whole before they are returned.
+BUFFER_LIMIT = 256 * 1024
+
+
 class UpstreamError(Exception):
     """The upstream could not be reached or broke the exchange before answering."""
 
@@ -151,8 +155,16 @@ class _UpstreamConnection(asyncio.Protocol):
             self.reusable = False
             self.message_done = True
             body.finish()
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(response)
+        elif response.length is not None and response.length <= BUFFER_LIMIT:
+            # Hand small responses over whole (as nginx's proxy_buffering does): waitress
+            # sends headers and body in separate segments, and answering at the headers
+            # would cost the client side a second write and loop wake-up per call.
+            return
+        self._deliver()
+
+    def _deliver(self) -> None:
+        if self.waiter is not None and not self.waiter.done() and self.response is not None:
+            self.waiter.set_result(self.response)
 
     def on_body(self, chunk: bytes) -> None:
         if self.response is not None:
@@ -163,6 +175,7 @@ class _UpstreamConnection(asyncio.Protocol):
             return  # end of an interim 1xx response
         self.message_done = True
         self.response.body.finish()
+        self._deliver()
 
     # -- flow control --------------------------------------------------------------------------
     def _pause_reading(self) -> None:
