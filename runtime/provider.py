@@ -110,3 +110,10 @@ class Provider(Protocol):
     ) -> AsyncIterator[dict[str, str]]:
         """Log records ``{name, namespace, instance, timestamp, text}`` of one function."""
         ...
+
+
+# How a provider reports the end of a rollout in the function's log (instance
+# ``deploy``), so ``ofc deploy`` can follow it: one of these prefixes, then details.
+DEPLOY_LOG_INSTANCE = "deploy"
+ROLLOUT_READY = "[ofc] ready:"
+ROLLOUT_FAILED = "[ofc] failed:"

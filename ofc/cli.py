@@ -1,0 +1,303 @@
+"""``ofc``: run the embedded platform and manage functions on it.
+
+    ofc up [--detach] [-f stack.yml]     start the runtime, deploy the stack, print URLs
+    ofc down                             stop the runtime (functions stop with it)
+    ofc deploy -f stack.yml [--filter N] build, store and deploy functions, wait for them
+    ofc list                             functions with replicas and invocations
+    ofc invoke NAME [--async]            call a function with stdin as the body
+    ofc logs NAME [--tail N] [--follow]  a function's log
+    ofc remove NAME                      delete a function
+    ofc secret create NAME --from-file F | --from-literal V;  ofc secret list | remove NAME
+    ofc queue [--status failed];  ofc queue retry [CALL_ID]
+
+Exit status: 0 on success, 1 when something failed (one line on stderr says what),
+2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from runtime.artifacts import ArtifactStore
+from sdk.config import ConfigError
+from sdk.gateway import GatewayError
+from sdk.stack import StackError, filter_functions, load_stack
+
+from .deploy import build_function, check_stack, deploy_and_wait, function_url
+from .local import REPO, CliError, Local, spawn_runtime, stop_runtime, wait_healthy
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _local(args: argparse.Namespace) -> Local:
+    return Local.from_env(os.environ, state_dir=args.state_dir, gateway=args.gateway)
+
+
+def _default_stack() -> Path:
+    for name in ("stack.yaml", "stack.yml"):
+        if Path(name).is_file():
+            return Path(name)
+    return REPO / "stack.yml"
+
+
+# -- commands ---------------------------------------------------------------------------------------
+def cmd_deploy(args: argparse.Namespace, local: Local | None = None) -> int:
+    local = local or _local(args)
+    path = Path(args.file) if args.file else _default_stack()
+    try:
+        stack = load_stack(path, os.environ)
+        if args.filter:
+            stack = filter_functions(stack, args.filter)
+    except (StackError, OSError) as exc:
+        raise CliError(str(exc)) from None
+    stack_dir = path.resolve().parent
+    check_stack(stack, stack_dir)
+    store = ArtifactStore(local.state_dir / "artifacts")
+    client = local.client()
+    for fn in stack.functions.values():
+        built = build_function(stack, fn, stack_dir=stack_dir, store=store, progress=_say)
+        deploy_and_wait(client, built, wait=not args.no_wait, timeout=args.timeout, progress=_say)
+        print(f"{fn.name}: {function_url(local.gateway_url, fn.name)}", flush=True)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    local = _local(args)
+    pid = local.running_pid()
+    if pid is not None:
+        raise CliError(f"the runtime is already running (pid {pid}); stop it with `ofc down`")
+    port = int(local.gateway_url.rsplit(":", 1)[-1].split("/")[0])
+    proc = spawn_runtime(local, os.environ, port=port, detach=args.detach)
+    try:
+        wait_healthy(local, proc)
+        local = _local(args)  # credentials exist now
+        _say(
+            f"gateway: {local.gateway_url}  (user {local.user}; password in "
+            f"{local.state_dir / 'secrets' / 'gateway' / 'basic-auth-password'})"
+        )
+        if not args.no_deploy:
+            args.filter, args.no_wait = None, False
+            cmd_deploy(args, local)
+    except BaseException:
+        if not args.detach or proc.poll() is None:
+            stop_runtime(local)
+        raise
+    if args.detach:
+        _say(
+            f"runtime running in the background (pid {proc.pid}, log {local.log_file}); stop it with `ofc down`"
+        )
+        return 0
+    _say("runtime running in the foreground; Ctrl-C stops it")
+    signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait()
+    finally:
+        local.pid_file.unlink(missing_ok=True)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    local = _local(args)
+    if stop_runtime(local):
+        _say("runtime stopped")
+    else:
+        _say("the runtime was not running")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    functions = _local(args).client().list_functions()
+    rows = [("NAME", "IMAGE", "REPLICAS", "AVAILABLE", "INVOCATIONS")]
+    for f in sorted(functions, key=lambda f: f["name"]):
+        rows.append(
+            (
+                f["name"],
+                f["image"],
+                str(f.get("replicas", 0)),
+                str(f.get("availableReplicas", 0)),
+                str(int(f.get("invocationCount", 0))),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    client = _local(args).client(timeout=args.timeout)
+    body = b"" if sys.stdin.isatty() else sys.stdin.buffer.read()
+    headers = dict(h.split("=", 1) for h in args.header)
+    if args.is_async:
+        call_id = client.invoke_async(
+            args.name, body, callback_url=args.callback_url, headers=headers
+        )
+        print(call_id)
+        return 0
+    response = client.invoke(
+        args.name, body, method=args.method, path=args.path or "", headers=headers
+    )
+    sys.stdout.buffer.write(response.content)
+    sys.stdout.flush()
+    if response.status_code >= 400:
+        _say(f"{args.name} answered {response.status_code}")
+        return 1
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    client = _local(args).client()
+    try:
+        for record in client.logs(args.name, tail=args.tail, follow=args.follow, since=args.since):
+            print(f"{record['timestamp']} {record['instance']} {record['text']}", flush=True)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    _local(args).client().remove(args.name)
+    _say(f"removed {args.name}")
+    return 0
+
+
+def cmd_secret(args: argparse.Namespace) -> int:
+    client = _local(args).client()
+    if args.secret_command == "create":
+        if args.from_file:
+            value = Path(args.from_file).read_bytes()
+        elif args.from_literal is not None:
+            value = args.from_literal.encode()
+        else:
+            raise CliError("give the value with --from-file FILE or --from-literal VALUE")
+        client.create_secret(args.name, value)
+        _say(f"secret {args.name} stored")
+    elif args.secret_command == "list":
+        for name in client.list_secrets():
+            print(name)
+    else:
+        client.delete_secret(args.name)
+        _say(f"secret {args.name} removed")
+    return 0
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    client = _local(args).client()
+    if args.queue_command == "retry":
+        count = client.retry_failed(args.call_id)
+        _say(f"requeued {count} call(s)")
+        return 0
+    data = client.queue(args.status)
+    print("  ".join(f"{k}={v}" for k, v in data["counts"].items()))
+    for call in data["calls"]:
+        line = (
+            f"{call['callId']}  {call['function']}  {call['status']}  attempts={call['attempts']}"
+        )
+        if call.get("resultStatus") is not None:
+            line += f"  status={call['resultStatus']}"
+        if call.get("lastError"):
+            line += f"  error={call['lastError']}"
+        print(line)
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ofc", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--state-dir", help="runtime state directory (default: $OFC_STATE_DIR or ~/.ofc)"
+    )
+    parser.add_argument(
+        "--gateway", help="gateway URL (default: $OPENFAAS_URL or http://127.0.0.1:8080)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def stack_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "-f",
+            "--file",
+            help="stack file (default: ./stack.yaml, ./stack.yml, else the platform's)",
+        )
+        p.add_argument(
+            "--timeout", type=float, default=600.0, help="seconds to wait for each function"
+        )
+
+    up = sub.add_parser("up", help="start the runtime and deploy the stack")
+    stack_args(up)
+    up.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    up.add_argument("--no-deploy", action="store_true", help="only start the runtime")
+    up.set_defaults(func=cmd_up)
+
+    sub.add_parser("down", help="stop the runtime").set_defaults(func=cmd_down)
+
+    deploy = sub.add_parser("deploy", help="build and deploy functions from a stack file")
+    stack_args(deploy)
+    deploy.add_argument("--filter", action="append", help="only this function (repeatable)")
+    deploy.add_argument("--no-wait", action="store_true", help="do not wait for readiness")
+    deploy.set_defaults(func=cmd_deploy)
+
+    sub.add_parser("list", aliases=["ls"], help="list functions").set_defaults(func=cmd_list)
+
+    invoke = sub.add_parser("invoke", help="call a function; the body is read from stdin")
+    invoke.add_argument("name")
+    invoke.add_argument(
+        "--async", dest="is_async", action="store_true", help="queue the call, print its id"
+    )
+    invoke.add_argument("--callback-url", help="with --async: where to POST the result")
+    invoke.add_argument("--method", default="POST")
+    invoke.add_argument("--path", help="path after /function/NAME")
+    invoke.add_argument(
+        "-H", "--header", action="append", default=[], help="KEY=VALUE (repeatable)"
+    )
+    invoke.add_argument("--timeout", type=float, default=60.0)
+    invoke.set_defaults(func=cmd_invoke)
+
+    logs = sub.add_parser("logs", help="show a function's log")
+    logs.add_argument("name")
+    logs.add_argument("--tail", type=int, default=0, help="only the last N lines")
+    logs.add_argument("--since", help="only lines from this RFC 3339 time on")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.set_defaults(func=cmd_logs)
+
+    remove = sub.add_parser("remove", aliases=["rm"], help="delete a function")
+    remove.add_argument("name")
+    remove.set_defaults(func=cmd_remove)
+
+    secret = sub.add_parser("secret", help="manage function secrets")
+    secret_sub = secret.add_subparsers(dest="secret_command", required=True)
+    create = secret_sub.add_parser("create")
+    create.add_argument("name")
+    create.add_argument("--from-file")
+    create.add_argument("--from-literal")
+    secret_sub.add_parser("list")
+    secret_remove = secret_sub.add_parser("remove")
+    secret_remove.add_argument("name")
+    secret.set_defaults(func=cmd_secret)
+
+    queue = sub.add_parser("queue", help="async calls: counts, parked failures, retry")
+    queue.add_argument("--status", choices=["queued", "running", "done", "failed"])
+    queue_sub = queue.add_subparsers(dest="queue_command")
+    retry = queue_sub.add_parser("retry", help="requeue failed calls (all, or one)")
+    retry.add_argument("call_id", nargs="?")
+    queue.set_defaults(func=cmd_queue)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (CliError, GatewayError, ConfigError) as exc:
+        _say(f"ofc: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,156 @@
+"""Where the CLI finds the local runtime: state directory, credentials, gateway URL, process.
+
+The CLI and ``python -m runtime`` share one state directory (``OFC_STATE_DIR``,
+default ``~/.ofc``); the gateway's credentials are the files the runtime generated
+there, unless ``OFC_GATEWAY_USER``/``OFC_GATEWAY_PASSWORD`` say otherwise (a remote
+gateway).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from runtime.config import default_state_dir
+from sdk.config import env_int, env_str
+from sdk.gateway import GatewayClient
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class CliError(Exception):
+    """A failure the CLI reports as one line and exit status 1."""
+
+
+@dataclass(frozen=True)
+class Local:
+    """The local runtime's coordinates."""
+
+    state_dir: Path
+    gateway_url: str
+    user: str
+    password: str
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str], *, state_dir: str | None, gateway: str | None
+    ) -> Local:
+        state = Path(state_dir).expanduser() if state_dir else default_state_dir(env)
+        port = env_int(env, "OFC_GATEWAY_PORT", 8080, minimum=0, maximum=65535)
+        url = gateway or env_str(env, "OPENFAAS_URL", f"http://127.0.0.1:{port}")
+        user = env_str(env, "OFC_GATEWAY_USER", "")
+        password = env_str(env, "OFC_GATEWAY_PASSWORD", "")
+        if not user:
+            secrets = state / "secrets" / "gateway"
+            try:
+                user = (secrets / "basic-auth-user").read_text().strip()
+                password = (secrets / "basic-auth-password").read_text().strip()
+            except FileNotFoundError:
+                user, password = "", ""
+        return cls(state, url.rstrip("/"), user, password)
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "gateway.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "gateway.log"
+
+    def client(self, timeout: float = 30.0) -> GatewayClient:
+        if not self.user:
+            raise CliError(
+                f"no gateway credentials in {self.state_dir / 'secrets' / 'gateway'}: "
+                "start the runtime with `ofc up`, or set OFC_GATEWAY_USER and OFC_GATEWAY_PASSWORD"
+            )
+        return GatewayClient(self.gateway_url, self.user, self.password, timeout=timeout)
+
+    def healthy(self) -> bool:
+        try:
+            return requests.get(self.gateway_url + "/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def running_pid(self) -> int | None:
+        """The PID in the pid file if that process is still our runtime."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return None
+        # A recycled PID must not be mistaken for the runtime (and then signalled).
+        return pid if b"runtime" in cmdline else None
+
+
+def spawn_runtime(
+    local: Local, env: Mapping[str, str], *, port: int, detach: bool
+) -> subprocess.Popen:  # type: ignore[type-arg]
+    """Start ``python -m runtime`` for ``local``; detached ones log to the state directory."""
+    local.state_dir.mkdir(parents=True, exist_ok=True)
+    child_env = {**env, "OFC_STATE_DIR": str(local.state_dir), "OFC_GATEWAY_PORT": str(port)}
+    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    if detach:
+        with open(local.log_file, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "runtime"],
+                cwd=REPO,
+                env=child_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+    else:
+        proc = subprocess.Popen([sys.executable, "-m", "runtime"], cwd=REPO, env=child_env)
+    local.pid_file.write_text(f"{proc.pid}\n")
+    return proc
+
+
+def wait_healthy(local: Local, proc: subprocess.Popen, timeout: float = 30.0) -> None:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            hint = f"; see {local.log_file}" if local.log_file.exists() else ""
+            raise CliError(f"the runtime exited with status {proc.returncode} while starting{hint}")
+        if local.healthy():
+            return
+        time.sleep(0.05)
+    raise CliError(
+        f"the gateway did not answer on {local.gateway_url}/healthz within {timeout:g} s"
+    )
+
+
+def stop_runtime(local: Local, timeout: float = 30.0) -> bool:
+    """SIGTERM the runtime by its PID, SIGKILL after ``timeout``; False when none was running."""
+    pid = local.running_pid()
+    if pid is None:
+        local.pid_file.unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    local.pid_file.unlink(missing_ok=True)
+    return True
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
