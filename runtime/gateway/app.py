@@ -29,6 +29,7 @@ from runtime.gateway.endpoints.info import make_info_handler
 from runtime.gateway.endpoints.invoke import Invoker, make_invoke_handler
 from runtime.gateway.endpoints.list_functions import make_list_functions_handler
 from runtime.gateway.endpoints.logs import make_logs_handler
+from runtime.gateway.endpoints.namespaces import make_namespaces_handler
 from runtime.gateway.endpoints.queue import make_queue_handler, make_queue_retry_handler
 from runtime.gateway.endpoints.scale_function import make_scale_function_handler
 from runtime.gateway.endpoints.secrets import make_secrets_handler
@@ -103,6 +104,7 @@ class Gateway:
             function_status=make_function_status_handler(self.provider, self.metrics),
             scale_function=make_scale_function_handler(self.provider),
             info=make_info_handler(cfg.provider),
+            namespaces=make_namespaces_handler(),
             secrets=make_secrets_handler(self.secrets),
             logs=make_logs_handler(self.provider),
             queue=make_queue_handler(self.store),

@@ -74,7 +74,9 @@ class GatewayMetrics:
             cumulative = 0
             for bound, count in zip(BUCKETS, series.buckets, strict=False):
                 cumulative += count
-                lines.append(f'gateway_functions_seconds_bucket{{{labels},le="{bound}"}} {cumulative}')
+                lines.append(
+                    f'gateway_functions_seconds_bucket{{{labels},le="{bound}"}} {cumulative}'
+                )
             lines.append(f'gateway_functions_seconds_bucket{{{labels},le="+Inf"}} {series.count}')
             lines.append(f"gateway_functions_seconds_sum{{{labels}}} {series.total}")
             lines.append(f"gateway_functions_seconds_count{{{labels}}} {series.count}")

@@ -10,12 +10,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sdk.openfaas import RecordError
-
 from runtime.gateway.auth import CHALLENGE, BasicAuth
 from runtime.gateway.web import HttpError, error_response, text_response
 from runtime.httpcore.server import Handler, Request, Response
 from runtime.provider import ProviderError
+from sdk.openfaas import RecordError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +34,7 @@ class Endpoints:
     function_status: ParamHandler
     scale_function: ParamHandler
     info: Handler
+    namespaces: Handler
     secrets: Handler
     logs: Handler
     queue: Handler
@@ -53,6 +53,7 @@ def build_router(e: Endpoints, auth: BasicAuth) -> Handler:
             "DELETE": e.delete_function,
         },
         "/system/info": {"GET": e.info},
+        "/system/namespaces": {"GET": e.namespaces},
         "/system/secrets": {m: e.secrets for m in ("GET", "POST", "PUT", "DELETE")},
         "/system/logs": {"GET": e.logs},
         "/system/queue": {"GET": e.queue},
@@ -92,7 +93,9 @@ def build_router(e: Endpoints, auth: BasicAuth) -> Handler:
         if methods is not None:
             return await _guard(_pick(methods, request), request)
         if path == "/":
-            return text_response(200, "OpenFaaS-compatible gateway (ofc). API: /system/, functions: /function/<name>")
+            return text_response(
+                200, "OpenFaaS-compatible gateway (ofc). API: /system/, functions: /function/<name>"
+            )
         return error_response(404, f"no such endpoint: {path}")
 
     return route

@@ -13,6 +13,7 @@ from typing import Any
 
 from runtime.httpcore.server import Request, Response
 from runtime.httpcore.streams import BodyError, BodyTooLarge
+from sdk.openfaas import RecordError, validate_name
 
 JSON = [(b"content-type", b"application/json")]
 TEXT = b"text/plain; charset=utf-8"
@@ -63,6 +64,20 @@ async def read_json(request: Request, limit: int = 1024 * 1024) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HttpError(400, f"request body is not valid JSON: {exc}") from None
+
+
+def optional_namespace(body: dict[str, Any]) -> str:
+    """The optional ``namespace`` of a request body ("" when absent), checked as a name.
+
+    This runtime has one namespace and ignores the value, but a malformed one is still
+    refused (400), as ``FunctionDeployment`` refuses it on deploy.
+    """
+    namespace = body.get("namespace")
+    if namespace is None or namespace == "":
+        return ""
+    if not isinstance(namespace, str):
+        raise RecordError("namespace must be a string")
+    return validate_name("namespace", namespace)
 
 
 def query_params(request: Request) -> dict[str, str]:

@@ -163,9 +163,11 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._reject(400, b"protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
-            self._reject(400, b"malformed HTTP request: " + str(exc).encode("latin-1", "replace"))
-        except _HeaderTooLarge:
-            self._reject(431, b"request headers too large")
+            # An exception raised in a parser callback arrives wrapped, as the context.
+            if isinstance(exc.__context__, _HeaderTooLarge):
+                self._reject(431, b"request headers too large")
+            else:
+                self._reject(400, b"malformed HTTP request: " + str(exc).encode("latin-1", "replace"))
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -243,7 +245,10 @@ class _Connection(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     async def _drain(self) -> None:
-        if self.write_paused and not self.closing:
+        if self.closing:
+            # The client is gone: stop pulling the body from upstream.
+            raise ConnectionError("client closed the connection")
+        if self.write_paused:
             self.drain_waiter = self.loop.create_future()
             await self.drain_waiter
 
@@ -268,9 +273,7 @@ class _Connection(asyncio.Protocol):
             self.transport.write(
                 _status_line(status)
                 + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
-                b"connection: close\r\n\r\n" % (len(message) + 1)
-                + message
-                + b"\n"
+                b"connection: close\r\n\r\n" % (len(message) + 1) + message + b"\n"
             )
         self.transport.close()
 
@@ -315,8 +318,10 @@ class _Connection(asyncio.Protocol):
             if not keep_alive:
                 head.append(b"connection: close\r\n")
             body = response.body
-            no_body = request.method == "HEAD" or response.status in (204, 304) or (
-                100 <= response.status < 200
+            no_body = (
+                request.method == "HEAD"
+                or response.status in (204, 304)
+                or (100 <= response.status < 200)
             )
             if isinstance(body, BodyStream) and body.fully_buffered:
                 body = body.peek_all()
@@ -324,7 +329,9 @@ class _Connection(asyncio.Protocol):
                 body = b""
             if isinstance(body, bytes):
                 if response.status not in (204, 304):
-                    length = response.length if no_body and response.length is not None else len(body)
+                    length = (
+                        response.length if no_body and response.length is not None else len(body)
+                    )
                     head.append(b"content-length: %d\r\n" % length)
                 head.append(b"\r\n")
                 transport.write(b"".join(head) + (b"" if no_body else body))

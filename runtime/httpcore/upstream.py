@@ -92,7 +92,9 @@ class _UpstreamConnection(asyncio.Protocol):
         self.closed = True
         if self.waiter is not None and not self.waiter.done():
             if self.got_bytes:
-                self.waiter.set_exception(UpstreamError("upstream closed the connection mid-response"))
+                self.waiter.set_exception(
+                    UpstreamError("upstream closed the connection mid-response")
+                )
             else:
                 self.waiter.set_exception(_Stale("upstream closed the connection"))
         if self.response is not None and not self.message_done:
@@ -291,7 +293,9 @@ class UpstreamPool:
             if conn is None:
                 conn = await self._connect(key)
             try:
-                return await self._exchange(conn, method, target, headers, body, replayable, timeout)
+                return await self._exchange(
+                    conn, method, target, headers, body, replayable, timeout
+                )
             except _Stale:
                 conn._close()
                 # Only a reused connection may have gone stale under us; a fresh one
@@ -316,7 +320,9 @@ class UpstreamPool:
         transport = conn.transport
         assert transport is not None
         host, port = conn.key
-        head = [b"%s %s HTTP/1.1\r\nhost: %s:%d\r\n" % (method.encode(), target, host.encode(), port)]
+        head = [
+            b"%s %s HTTP/1.1\r\nhost: %s:%d\r\n" % (method.encode(), target, host.encode(), port)
+        ]
         for name, value in headers:
             head.append(name + b": " + value + b"\r\n")
         waiter = conn.begin(method == "HEAD")
@@ -354,10 +360,12 @@ class UpstreamPool:
                 loop.create_connection(lambda: _UpstreamConnection(self, key), key[0], key[1]),
                 self.connect_timeout,
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamError(f"connecting to {key[0]}:{key[1]} timed out") from None
         except OSError as exc:
-            raise UpstreamError(f"cannot connect to {key[0]}:{key[1]}: {exc.strerror or exc}") from None
+            raise UpstreamError(
+                f"cannot connect to {key[0]}:{key[1]}: {exc.strerror or exc}"
+            ) from None
         self._all.add(conn)
         return conn
 

@@ -274,6 +274,10 @@ def main(env: Mapping[str, str] = os.environ) -> None:
         connection_limit=cfg.connection_limit,
         channel_timeout=cfg.channel_timeout,
         asyncore_use_poll=True,
+        # The function is only reached through the gateway, which sets
+        # X-Forwarded-For/-Host itself; waitress would otherwise delete them before the
+        # handler sees them, as upstream's python3-http does.
+        clear_untrusted_proxy_headers=False,
     )
     # One address gives one server; a name such as "localhost" may resolve to
     # several (127.0.0.1 and ::1), and then waitress lists them all.

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from sdk.openfaas import RecordError, validate_name
-
 from runtime.gateway.metrics import GatewayMetrics
-from runtime.gateway.web import read_json, text_response
+from runtime.gateway.web import optional_namespace, read_json, text_response
 from runtime.httpcore.server import Handler, Request, Response
 from runtime.provider import Provider
+from sdk.openfaas import RecordError, validate_name
 
 
 def make_delete_function_handler(provider: Provider, metrics: GatewayMetrics) -> Handler:
@@ -16,6 +15,7 @@ def make_delete_function_handler(provider: Provider, metrics: GatewayMetrics) ->
         if not isinstance(body, dict):
             raise RecordError("body must be a JSON object with functionName")
         name = validate_name("functionName", body.get("functionName"))
+        optional_namespace(body)
         await provider.remove(name)
         metrics.forget(name)
         return text_response(200, f"removed {name}")

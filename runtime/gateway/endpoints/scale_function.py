@@ -7,11 +7,10 @@ deployed with no replica (calls get 503 until it is scaled up again).
 
 from __future__ import annotations
 
-from sdk.openfaas import RecordError
-
-from runtime.gateway.web import read_json, text_response
+from runtime.gateway.web import optional_namespace, read_json, text_response
 from runtime.httpcore.server import Request, Response
 from runtime.provider import Provider
+from sdk.openfaas import RecordError
 
 DEFAULT_MAX_REPLICAS = 5
 
@@ -27,6 +26,7 @@ def make_scale_function_handler(provider: Provider):  # type: ignore[no-untyped-
         service = body.get("serviceName")
         if service not in (None, "", name):
             raise RecordError(f"serviceName {service!r} does not match the path's {name!r}")
+        optional_namespace(body)
         labels = provider.get(name).deployment.labels
         try:
             maximum = int(labels.get("com.openfaas.scale.max", DEFAULT_MAX_REPLICAS))

@@ -9,11 +9,10 @@ from __future__ import annotations
 import base64
 import binascii
 
-from sdk.openfaas import RecordError, validate_name
-
-from runtime.gateway.web import json_response, read_json
+from runtime.gateway.web import json_response, optional_namespace, read_json
 from runtime.httpcore.server import Handler, Request, Response
 from runtime.secrets import SecretStore
+from sdk.openfaas import RecordError, validate_name
 
 NAMESPACE = "openfaas-fn"
 
@@ -23,6 +22,7 @@ async def _read_secret(request: Request, *, need_value: bool) -> tuple[str, byte
     if not isinstance(body, dict):
         raise RecordError("body must be a JSON object with name and value")
     name = validate_name("name", body.get("name"))
+    optional_namespace(body)
     if not need_value:
         return name, b""
     value, raw = body.get("value"), body.get("rawValue")

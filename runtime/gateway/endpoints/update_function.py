@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from sdk.openfaas import FunctionDeployment
-
+from runtime.gateway.endpoints.deploy_function import read_deployment
 from runtime.gateway.web import read_json, text_response
 from runtime.httpcore.server import Handler, Request, Response
 from runtime.provider import Provider
@@ -11,7 +10,7 @@ from runtime.provider import Provider
 
 def make_update_function_handler(provider: Provider) -> Handler:
     async def update_function(request: Request) -> Response:
-        spec = FunctionDeployment.from_json(await read_json(request))
+        spec = read_deployment(await read_json(request))
         await provider.update(spec)
         return text_response(200, f"updating {spec.service}")
 
