@@ -35,6 +35,7 @@ class RuntimeConfig:
     upstream_timeout: float
     max_body_bytes: int
     async_max_attempts: int
+    async_retry_window: float
     ready_timeout: float
     drain_timeout: float
     provider: str
@@ -53,6 +54,7 @@ class RuntimeConfig:
         ``OFC_UPSTREAM_TIMEOUT`` (``60s``): limit of a synchronous call to a function.
         ``OFC_MAX_BODY_BYTES`` (``104857600``): largest async request body kept in the queue.
         ``OFC_ASYNC_MAX_ATTEMPTS`` (``6``): tries to reach a function before parking a call.
+        ``OFC_ASYNC_RETRY_WINDOW`` (``2m``): no call is parked before it has waited this long.
         ``OFC_READY_TIMEOUT`` (``120s``): how long a new replica may take to pass its health check.
         ``OFC_DRAIN_TIMEOUT`` (``30s``): how long a replica being replaced may finish requests.
         ``OFC_PROVIDER`` (``process``): which provider runs functions.
@@ -74,6 +76,7 @@ class RuntimeConfig:
             upstream_timeout=env_duration(env, "OFC_UPSTREAM_TIMEOUT", 60.0),
             max_body_bytes=env_int(env, "OFC_MAX_BODY_BYTES", 100 * 1024 * 1024, minimum=1),
             async_max_attempts=env_int(env, "OFC_ASYNC_MAX_ATTEMPTS", 6, minimum=1),
+            async_retry_window=env_duration(env, "OFC_ASYNC_RETRY_WINDOW", 120.0),
             ready_timeout=env_duration(env, "OFC_READY_TIMEOUT", 120.0),
             drain_timeout=env_duration(env, "OFC_DRAIN_TIMEOUT", 30.0),
             provider=provider,

@@ -31,7 +31,9 @@ class SecretStore:
 
     def names(self) -> list[str]:
         """Every secret's name, sorted."""
-        return sorted(p.name for p in self.root.iterdir() if p.is_file() and not p.name.startswith("."))
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_file() and not p.name.startswith(".")
+        )
 
     def exists(self, name: str) -> bool:
         return (self.root / validate_name("secret name", name)).is_file()

@@ -55,13 +55,23 @@ class GatewayClient:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         assert self.session is not None
-        headers = {**self._auth_header(), **kwargs.pop("headers", {})}
+        headers = dict(kwargs.pop("headers", {}))
+        # Credentials go to the gateway's own API only: a function would otherwise
+        # receive them in its request headers (the gateway forwards what it is sent).
+        if path.startswith("/system/"):
+            headers.update(self._auth_header())
         try:
             return self.session.request(
-                method, self.url + path, headers=headers, timeout=kwargs.pop("timeout", self.timeout), **kwargs
+                method,
+                self.url + path,
+                headers=headers,
+                timeout=kwargs.pop("timeout", self.timeout),
+                **kwargs,
             )
         except requests.ConnectionError:
-            raise GatewayError(0, f"cannot reach the gateway at {self.url}: is it running?") from None
+            raise GatewayError(
+                0, f"cannot reach the gateway at {self.url}: is it running?"
+            ) from None
         except requests.Timeout:
             raise GatewayError(0, f"the gateway at {self.url} did not answer in time") from None
 
@@ -101,7 +111,11 @@ class GatewayClient:
         self._system("DELETE", "/system/functions", json={"functionName": name})
 
     def scale(self, name: str, replicas: int) -> None:
-        self._system("POST", f"/system/scale-function/{name}", json={"serviceName": name, "replicas": replicas})
+        self._system(
+            "POST",
+            f"/system/scale-function/{name}",
+            json={"serviceName": name, "replicas": replicas},
+        )
 
     def info(self) -> dict[str, Any]:
         return dict(self._system("GET", "/system/info").json())
@@ -130,7 +144,12 @@ class GatewayClient:
         )
 
     def invoke_async(
-        self, name: str, body: bytes = b"", *, callback_url: str | None = None, headers: Mapping[str, str] | None = None
+        self,
+        name: str,
+        body: bytes = b"",
+        *,
+        callback_url: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> str:
         """Queue a call; returns its call id."""
         extra = dict(headers or {})
@@ -158,12 +177,24 @@ class GatewayClient:
         self._system("DELETE", "/system/secrets", json={"name": name})
 
     # -- logs and queue ---------------------------------------------------------------------------
-    def logs(self, name: str, *, tail: int = 0, follow: bool = False, since: str | None = None) -> Iterator[dict[str, str]]:
+    def logs(
+        self, name: str, *, tail: int = 0, follow: bool = False, since: str | None = None
+    ) -> Iterator[dict[str, str]]:
         """Log records of a function, oldest first; with ``follow`` new ones as they come."""
-        params: dict[str, str] = {"name": name, "tail": str(tail), "follow": "true" if follow else "false"}
+        params: dict[str, str] = {
+            "name": name,
+            "tail": str(tail),
+            "follow": "true" if follow else "false",
+        }
         if since:
             params["since"] = since
-        response = self._system("GET", "/system/logs", params=params, stream=True, timeout=None if follow else self.timeout)
+        response = self._system(
+            "GET",
+            "/system/logs",
+            params=params,
+            stream=True,
+            timeout=None if follow else self.timeout,
+        )
         with response:
             for line in response.iter_lines():
                 if line:

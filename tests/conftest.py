@@ -88,7 +88,11 @@ class RunningGateway:
         }
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "runtime"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -116,9 +120,14 @@ class RunningGateway:
         return self.log_path.read_text(errors="replace")
 
     # -- functions -------------------------------------------------------------------------------
-    def store_function(self, image: str, handler: str, requirements: str = "", files: dict[str, str] | None = None) -> str:
+    def store_function(
+        self, image: str, handler: str, requirements: str = "", files: dict[str, str] | None = None
+    ) -> str:
         """Build a python3-http context with ``handler`` as handler.py and tag it as ``image``."""
-        ctx = self.state_dir.parent / f"ctx-{image.replace(':', '-').replace('/', '-')}-{time.monotonic_ns()}"
+        ctx = (
+            self.state_dir.parent
+            / f"ctx-{image.replace(':', '-').replace('/', '-')}-{time.monotonic_ns()}"
+        )
         shutil.copytree(TEMPLATE, ctx)
         (ctx / "function" / "handler.py").write_text(textwrap.dedent(handler))
         (ctx / "function" / "requirements.txt").write_text(requirements)
@@ -132,7 +141,9 @@ class RunningGateway:
         shutil.rmtree(ctx)
         return digest
 
-    def deploy(self, name: str, handler: str, *, wait: bool = True, update: bool = False, **spec: object) -> None:
+    def deploy(
+        self, name: str, handler: str, *, wait: bool = True, update: bool = False, **spec: object
+    ) -> None:
         """Store ``handler`` as image ``name:latest`` and deploy it; wait until a replica is ready."""
         self.store_function(f"{name}:latest", handler, str(spec.pop("requirements", "")))
         deployment = FunctionDeployment(service=name, image=f"{name}:latest", **spec)  # type: ignore[arg-type]
@@ -181,7 +192,7 @@ def gateway(make_gateway) -> RunningGateway:  # type: ignore[no-untyped-def]
     return make_gateway()
 
 
-ECHO_HANDLER = '''
+ECHO_HANDLER = """
 import json
 
 def handle(event, context):
@@ -196,4 +207,4 @@ def handle(event, context):
             "hostname": context.hostname,
         },
     }
-'''
+"""

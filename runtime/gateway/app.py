@@ -91,6 +91,7 @@ class Gateway:
             workers=cfg.queue_workers,
             timeout=cfg.async_timeout,
             max_attempts=cfg.async_max_attempts,
+            retry_window=cfg.async_retry_window,
         )
         endpoints = Endpoints(
             invoke=make_invoke_handler(invoker, timeout=cfg.upstream_timeout),

@@ -23,7 +23,13 @@ import httptools
 
 from .streams import BodyStream
 
-__all__ = ["UpstreamPool", "UpstreamResponse", "UpstreamError", "UpstreamTimeout"]
+__all__ = [
+    "UpstreamPool",
+    "UpstreamResponse",
+    "UpstreamError",
+    "UpstreamConnectError",
+    "UpstreamTimeout",
+]
 
 
 # Responses up to this size with a Content-Length are read whole before they are returned.
@@ -32,6 +38,10 @@ BUFFER_LIMIT = 256 * 1024
 
 class UpstreamError(Exception):
     """The upstream could not be reached or broke the exchange before answering."""
+
+
+class UpstreamConnectError(UpstreamError):
+    """No connection could be made: the upstream never saw the request, so it can go elsewhere."""
 
 
 class UpstreamTimeout(UpstreamError):
@@ -361,9 +371,9 @@ class UpstreamPool:
                 self.connect_timeout,
             )
         except TimeoutError:
-            raise UpstreamError(f"connecting to {key[0]}:{key[1]} timed out") from None
+            raise UpstreamConnectError(f"connecting to {key[0]}:{key[1]} timed out") from None
         except OSError as exc:
-            raise UpstreamError(
+            raise UpstreamConnectError(
                 f"cannot connect to {key[0]}:{key[1]}: {exc.strerror or exc}"
             ) from None
         self._all.add(conn)

@@ -35,11 +35,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sdk.openfaas import FunctionDeployment, FunctionStatus
-
-from runtime.artifacts import ArtifactNotFound, ArtifactStore
+from runtime.artifacts import ArtifactError, ArtifactNotFound, ArtifactStore
 from runtime.logs import LogStore
 from runtime.provider import (
+    DEPLOY_LOG_INSTANCE,
+    ROLLOUT_FAILED,
+    ROLLOUT_READY,
     Endpoint,
     FunctionExists,
     FunctionNotFound,
@@ -47,6 +48,7 @@ from runtime.provider import (
 )
 from runtime.secrets import SecretStore
 from runtime.venvs import VenvBuildError, VenvCache
+from sdk.openfaas import FunctionDeployment, FunctionStatus
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +99,9 @@ class _Generation:
 class _Replica:
     """One supervised process: started, health-checked, restarted on crash until stopped."""
 
-    def __init__(self, provider: ProcessProvider, fn: _Function, gen: _Generation, index: int) -> None:
+    def __init__(
+        self, provider: ProcessProvider, fn: _Function, gen: _Generation, index: int
+    ) -> None:
         self.provider = provider
         self.fn = fn
         self.gen = gen
@@ -122,7 +126,9 @@ class _Replica:
             if time.monotonic() - started > STABLE_AFTER:
                 backoff = 0.5
             self.provider.logs.append(
-                self.fn.name, self.id, f"[ofc] replica stopped ({error}); restarting in {backoff:g} s"
+                self.fn.name,
+                self.id,
+                f"[ofc] replica stopped ({error}); restarting in {backoff:g} s",
             )
             log.warning("replica %s stopped (%s); restarting in %g s", self.id, error, backoff)
             await asyncio.sleep(backoff)
@@ -149,6 +155,7 @@ class _Replica:
             if not exited.done():
                 self._kill()
             await exited
+            self._kill_group()
             await reader
             return healthy
         endpoint = Endpoint("127.0.0.1", port, self.id)
@@ -157,6 +164,7 @@ class _Replica:
             self.first_ready.set_result(None)
         self.fn.replica_ready(self)
         code = await exited
+        self._kill_group()
         await reader
         self.fn.replica_gone(self)
         self.provider.on_endpoint_closed(endpoint)
@@ -174,7 +182,9 @@ class _Replica:
             if await _health_ok(port):
                 return None
             await asyncio.sleep(HEALTH_POLL)
-        return f"no answer on {HEALTH_PATH.decode()} within {self.provider.config.ready_timeout:g} s"
+        return (
+            f"no answer on {HEALTH_PATH.decode()} within {self.provider.config.ready_timeout:g} s"
+        )
 
     async def _pump_logs(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
@@ -185,6 +195,9 @@ class _Replica:
             except ValueError:  # a line over the stream limit: take what is there
                 line = await proc.stdout.read(64 * 1024)
             if not line:
+                # The output closes as the process exits, a moment before the exit is
+                # reported: leave rotation now, or the next call may get its dead port.
+                self.fn.replica_gone(self)
                 return
             append(self.fn.name, self.id, line.decode("utf-8", "replace").rstrip("\n"))
 
@@ -193,6 +206,16 @@ class _Replica:
             try:
                 self.proc.send_signal(sig)
             except ProcessLookupError:
+                pass
+
+    def _kill_group(self) -> None:
+        # The replica leads its own session (start_new_session), so helper processes it
+        # started are in its process group: end them with it, or they outlive it and
+        # hold its output pipe open, which would block the restart.
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
                 pass
 
     async def stop(self, drain_timeout: float) -> None:
@@ -210,13 +233,14 @@ class _Replica:
             self._kill(signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), STOP_GRACE)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._kill(signal.SIGKILL)
         if not self.task.done():
             self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
         if proc is not None and proc.returncode is None:
             await proc.wait()
+        self._kill_group()
 
 
 async def _health_ok(port: int) -> bool:
@@ -225,10 +249,12 @@ async def _health_ok(port: int) -> bool:
     except OSError:
         return False
     try:
-        writer.write(b"GET " + HEALTH_PATH + b" HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        writer.write(
+            b"GET " + HEALTH_PATH + b" HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n"
+        )
         line = await asyncio.wait_for(reader.readline(), 2.0)
         return line.split(b" ", 2)[1:2] == [b"200"]
-    except (OSError, asyncio.TimeoutError, IndexError):
+    except (TimeoutError, OSError, IndexError):
         return False
     finally:
         writer.close()
@@ -244,6 +270,8 @@ class _Function:
         self.created_at = created_at
         self.serving: _Generation | None = None
         self.replicas: list[_Replica] = []
+        # Replaced by a newer version and still draining; removal and shutdown stop them too.
+        self.retiring: list[_Replica] = []
         # Replaced, never mutated: the gateway may be indexing the old list.
         self.endpoints: list[Endpoint] = []
         self.lock = asyncio.Lock()
@@ -252,7 +280,11 @@ class _Function:
         self.removed = False
 
     def replica_ready(self, replica: _Replica) -> None:
-        if replica.gen is self.serving and replica in self.replicas and replica.endpoint is not None:
+        if (
+            replica.gen is self.serving
+            and replica in self.replicas
+            and replica.endpoint is not None
+        ):
             if replica.endpoint not in self.endpoints:
                 self.endpoints = [*self.endpoints, replica.endpoint]
 
@@ -308,7 +340,8 @@ class ProcessProvider:
                 fn.task.cancel()
         await asyncio.gather(*(fn.task for fn in functions if fn.task), return_exceptions=True)
         await asyncio.gather(
-            *(r.stop(0.0) for fn in functions for r in fn.replicas), return_exceptions=True
+            *(r.stop(0.0) for fn in functions for r in [*fn.replicas, *fn.retiring]),
+            return_exceptions=True,
         )
 
     # -- Provider: API ------------------------------------------------------------------------------
@@ -336,7 +369,7 @@ class ProcessProvider:
         if fn.task is not None:
             fn.task.cancel()
         async with fn.lock:
-            replicas, fn.replicas, fn.endpoints = fn.replicas, [], []
+            replicas, fn.replicas, fn.endpoints = [*fn.replicas, *fn.retiring], [], []
             await asyncio.gather(*(r.stop(self.config.drain_timeout) for r in replicas))
         shutil.rmtree(self._run_dir / name, ignore_errors=True)
         self.logs.remove(name)
@@ -389,7 +422,7 @@ class ProcessProvider:
     def _validate(self, spec: FunctionDeployment) -> None:
         try:
             self.artifacts.resolve(spec.image)
-        except ArtifactNotFound as exc:
+        except (ArtifactNotFound, ArtifactError) as exc:
             raise InvalidDeployment(str(exc)) from None
         for secret in spec.secrets:
             if not self.secrets.exists(secret):
@@ -399,7 +432,11 @@ class ProcessProvider:
 
     def _save(self) -> None:
         records = {
-            name: {"deployment": fn.spec.to_json(), "replicas": fn.desired, "createdAt": fn.created_at}
+            name: {
+                "deployment": fn.spec.to_json(),
+                "replicas": fn.desired,
+                "createdAt": fn.created_at,
+            }
             for name, fn in self._functions.items()
         }
         tmp = self._state_file.with_suffix(".tmp")
@@ -421,11 +458,20 @@ class ProcessProvider:
             try:
                 gen = await self._prepare(fn, spec)
             except _RolloutFailed as exc:
-                self.logs.append(fn.name, "deploy", f"[ofc] deploy failed: {exc}")
-                log.warning("deploy of %s failed: %s", fn.name, exc)
+                message = str(exc)
+                if fn.serving is not None:
+                    message += "; the previous version keeps serving"
+                self.logs.append(fn.name, DEPLOY_LOG_INSTANCE, f"{ROLLOUT_FAILED} {message}")
+                log.warning("deploy of %s failed: %s", fn.name, message)
                 return
             new = [_Replica(self, fn, gen, i) for i in range(fn.desired)]
-            errors = await asyncio.gather(*(r.first_ready for r in new)) if new else []
+            try:
+                errors = await asyncio.gather(*(r.first_ready for r in new)) if new else []
+            except asyncio.CancelledError:
+                # Superseded, removed or shutting down: these replicas never joined
+                # fn.replicas, so nothing else would ever stop them.
+                await asyncio.shield(asyncio.gather(*(r.stop(0.0) for r in new)))
+                raise
             failed = [e for e in errors if e]
             if failed or fn.removed:
                 await asyncio.gather(*(r.stop(0.0) for r in new))
@@ -433,24 +479,37 @@ class ProcessProvider:
                     message = f"new version did not start: {failed[0]}"
                     if fn.serving is not None:
                         message += "; the previous version keeps serving"
-                    self.logs.append(fn.name, "deploy", f"[ofc] {message}")
+                    self.logs.append(fn.name, DEPLOY_LOG_INSTANCE, f"{ROLLOUT_FAILED} {message}")
                     log.warning("rollout of %s failed: %s", fn.name, message)
                 return
             old = fn.replicas
             fn.serving, fn.replicas = gen, new
+            fn.retiring = [*(r for r in fn.retiring if not r.task.done()), *old]
             fn.endpoints = [r.endpoint for r in new if r.endpoint is not None]
-            self.logs.append(fn.name, "deploy", f"[ofc] version {gen.number} ready with {len(new)} replica(s)")
-            log.info("function %s version %d serving with %d replica(s)", fn.name, gen.number, len(new))
-            await asyncio.gather(*(r.stop(self.config.drain_timeout) for r in old))
+            self.logs.append(
+                fn.name,
+                DEPLOY_LOG_INSTANCE,
+                f"{ROLLOUT_READY} version {gen.number} serving with {len(new)} replica(s)",
+            )
+            log.info(
+                "function %s version %d serving with %d replica(s)", fn.name, gen.number, len(new)
+            )
+            # Shielded: a newer rollout cancelling this task must not cut the old
+            # replicas' drain short and leave their processes running.
+            await asyncio.shield(asyncio.gather(*(r.stop(self.config.drain_timeout) for r in old)))
+            fn.retiring = [r for r in fn.retiring if r not in old]
 
     async def _prepare(self, fn: _Function, spec: FunctionDeployment) -> _Generation:
         try:
             artifact = self.artifacts.resolve(spec.image)
-        except ArtifactNotFound as exc:
+        except (ArtifactNotFound, ArtifactError) as exc:
             raise _RolloutFailed(str(exc)) from None
         requirements = [
             p.read_text()
-            for p in (artifact.path / "requirements.txt", artifact.path / "function" / "requirements.txt")
+            for p in (
+                artifact.path / "requirements.txt",
+                artifact.path / "function" / "requirements.txt",
+            )
             if p.is_file()
         ]
         progress = lambda line: self.logs.append(fn.name, "build", line)  # noqa: E731

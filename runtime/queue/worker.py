@@ -4,7 +4,8 @@ A call runs with POST against a ready replica (as OpenFaaS's queue-worker does),
 the stored headers and body, under ``timeout``. Whatever the function answers, even a
 5xx, completes the call: that is the function's own result. A function that cannot be
 reached (not deployed yet, no ready replica, connection refused) is retried with
-exponential back-off; after ``max_attempts`` the call is parked as ``failed``, where
+exponential back-off; after ``max_attempts`` tries, and no sooner than ``retry_window``
+seconds after it was queued, the call is parked as ``failed``, where
 ``ofc queue`` shows it and ``ofc queue retry`` brings it back.
 """
 
@@ -44,12 +45,14 @@ class QueueWorkers:
         workers: int,
         timeout: float,
         max_attempts: int,
+        retry_window: float = 120.0,
     ) -> None:
         self.store = store
         self.invoker = invoker
         self.workers = workers
         self.timeout = timeout
         self.max_attempts = max_attempts
+        self.retry_window = retry_window
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._session = requests.Session()
@@ -81,7 +84,7 @@ class QueueWorkers:
                 self._wakeup.clear()
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), wait)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 continue
             try:
@@ -89,7 +92,9 @@ class QueueWorkers:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("async call %s to %s failed unexpectedly", call.call_id, call.function)
+                log.exception(
+                    "async call %s to %s failed unexpectedly", call.call_id, call.function
+                )
                 self.store.fail(call.call_id, "internal error in the queue worker")
 
     async def _process(self, call: QueuedCall) -> None:
@@ -107,7 +112,13 @@ class QueueWorkers:
         endpoint.inflight += 1
         try:
             upstream = await self.invoker.pool.request(
-                endpoint.host, endpoint.port, "POST", target, headers, call.body, timeout=self.timeout
+                endpoint.host,
+                endpoint.port,
+                "POST",
+                target,
+                headers,
+                call.body,
+                timeout=self.timeout,
             )
             try:
                 result = await upstream.body.read_all(MAX_RESULT_BYTES)
@@ -119,7 +130,9 @@ class QueueWorkers:
             duration = time.monotonic() - started
             self.invoker.metrics.observe(call.function, 504, duration)
             self.store.complete(call.call_id, 504, duration)
-            log.warning("async call %s to %s timed out after %.0f s", call.call_id, call.function, duration)
+            log.warning(
+                "async call %s to %s timed out after %.0f s", call.call_id, call.function, duration
+            )
             await self._callback(call, 504, [], b"function timed out\n", duration)
             return
         except UpstreamError as exc:
@@ -132,20 +145,34 @@ class QueueWorkers:
         self.store.complete(call.call_id, upstream.status, duration)
         log.info(
             "async call %s to %s finished with %d in %.3f s",
-            call.call_id, call.function, upstream.status, duration,
+            call.call_id,
+            call.function,
+            upstream.status,
+            duration,
         )
         await self._callback(call, upstream.status, upstream.headers, result, duration)
 
     def _unreachable(self, call: QueuedCall, reason: str) -> None:
-        if call.attempts >= self.max_attempts:
+        # Park only after max_attempts tries AND retry_window seconds in the queue: a
+        # function that is still coming back (after a restart, or installing its
+        # requirements) must not lose the calls that were waiting for it.
+        waited = time.time() - call.enqueued_at
+        if call.attempts >= self.max_attempts and waited >= self.retry_window:
             self.store.fail(call.call_id, f"gave up after {call.attempts} attempts: {reason}")
-            log.warning("async call %s to %s parked as failed: %s", call.call_id, call.function, reason)
+            log.warning(
+                "async call %s to %s parked as failed: %s", call.call_id, call.function, reason
+            )
             return
         delay = backoff(call.attempts)
         self.store.retry_later(call.call_id, reason, delay)
         log.info(
             "async call %s to %s: %s; retry %d/%d in %.1f s",
-            call.call_id, call.function, reason, call.attempts, self.max_attempts, delay,
+            call.call_id,
+            call.function,
+            reason,
+            call.attempts,
+            self.max_attempts,
+            delay,
         )
 
     async def _callback(

@@ -1264,7 +1264,7 @@ def park_a_failed_call(gw: RunningGateway, out_dir: Path) -> str:
 def test_async_call_to_an_unreachable_function_is_parked_as_failed_after_its_attempts(
     make_gateway: Callable[..., RunningGateway], tmp_path: Path
 ) -> None:
-    gw = make_gateway(OFC_ASYNC_MAX_ATTEMPTS="2")
+    gw = make_gateway(OFC_ASYNC_MAX_ATTEMPTS="2", OFC_ASYNC_RETRY_WINDOW="0s")
     call_id = park_a_failed_call(gw, tmp_path)
 
     failed = eventually(
@@ -1278,7 +1278,7 @@ def test_async_call_to_an_unreachable_function_is_parked_as_failed_after_its_att
 def test_async_retry_of_a_parked_call_runs_it_once_the_function_is_back(
     make_gateway: Callable[..., RunningGateway], tmp_path: Path
 ) -> None:
-    gw = make_gateway(OFC_ASYNC_MAX_ATTEMPTS="2")
+    gw = make_gateway(OFC_ASYNC_MAX_ATTEMPTS="2", OFC_ASYNC_RETRY_WINDOW="0s")
     call_id = park_a_failed_call(gw, tmp_path)
     eventually(lambda: queued_call(gw, call_id, "failed"), "the call to be parked as failed")
     system(gw, "POST", "/system/scale-function/store", json={"serviceName": "store", "replicas": 1})

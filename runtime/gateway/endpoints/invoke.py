@@ -15,7 +15,13 @@ from itertools import count
 from runtime.gateway.metrics import GatewayMetrics
 from runtime.gateway.web import HttpError, error_response
 from runtime.httpcore.server import Handler, Request, Response
-from runtime.httpcore.upstream import UpstreamError, UpstreamPool, UpstreamTimeout, forwardable
+from runtime.httpcore.upstream import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamTimeout,
+    forwardable,
+)
 from runtime.provider import Endpoint, Provider
 
 PREFIX = b"/function/"
@@ -79,10 +85,6 @@ def make_invoke_handler(invoker: Invoker, *, timeout: float) -> Handler:
         if split is None:
             return error_response(400, "missing function name: call /function/<name>")
         name, target = split
-        try:
-            endpoint = invoker.pick(name)
-        except HttpError as exc:
-            return error_response(exc.status, exc.message)
         started = time.monotonic()
         call_id = request.header(b"x-call-id")
         headers = forwardable(request.headers)
@@ -97,25 +99,40 @@ def make_invoke_handler(invoker: Invoker, *, timeout: float) -> Handler:
             host = request.header(b"host")
             if host is not None:
                 headers.append((b"x-forwarded-host", host))
-        endpoint.inflight += 1
-        try:
-            upstream = await pool.request(
-                endpoint.host,
-                endpoint.port,
-                request.method,
-                target,
-                headers,
-                request.body,
-                timeout=timeout,
-            )
-        except UpstreamTimeout:
-            endpoint.inflight -= 1
-            observe(name, 504, time.monotonic() - started)
-            return error_response(504, f"function {name!r} did not answer within {timeout:g} s")
-        except UpstreamError as exc:
-            endpoint.inflight -= 1
-            observe(name, 502, time.monotonic() - started)
-            return error_response(502, f"cannot reach function {name!r}: {exc}")
+        # A replica that refuses the connection never saw the call (it may have just
+        # crashed): try the next one once, then tell the caller it is not ready.
+        for attempt in (1, 2):
+            try:
+                endpoint = invoker.pick(name)
+            except HttpError as exc:
+                return error_response(exc.status, exc.message)
+            endpoint.inflight += 1
+            try:
+                upstream = await pool.request(
+                    endpoint.host,
+                    endpoint.port,
+                    request.method,
+                    target,
+                    headers,
+                    request.body,
+                    timeout=timeout,
+                )
+                break
+            except UpstreamConnectError:
+                endpoint.inflight -= 1
+                if attempt == 2:
+                    observe(name, 503, time.monotonic() - started)
+                    return error_response(
+                        503, f"function {name!r} is not ready: no replica accepted the connection"
+                    )
+            except UpstreamTimeout:
+                endpoint.inflight -= 1
+                observe(name, 504, time.monotonic() - started)
+                return error_response(504, f"function {name!r} did not answer within {timeout:g} s")
+            except UpstreamError as exc:
+                endpoint.inflight -= 1
+                observe(name, 502, time.monotonic() - started)
+                return error_response(502, f"function {name!r} broke off the exchange: {exc}")
         out = [(n, v) for n, v in upstream.headers if n not in _RESPONSE_DROP]
         out.append((b"x-call-id", call_id))
         out.append((b"x-start-time", start_ns))
