@@ -31,6 +31,7 @@ class RuntimeConfig:
     host: str
     port: int
     queue_workers: int
+    replica_concurrency: int
     async_timeout: float
     upstream_timeout: float
     max_body_bytes: int
@@ -49,6 +50,7 @@ class RuntimeConfig:
         ``OFC_STATE_DIR`` (``~/.ofc``): deployments, queue, logs, secrets, virtualenvs.
         ``OFC_VENV_DIR`` (``<state>/venvs``): virtualenv cache; may be shared by runtimes.
         ``OFC_GATEWAY_HOST`` (``127.0.0.1``) and ``OFC_GATEWAY_PORT`` (``8080``).
+        ``OFC_REPLICA_CONCURRENCY`` (``16``): calls in flight per replica; more wait in the gateway.
         ``OFC_QUEUE_WORKERS`` (``4``): async calls run at once.
         ``OFC_ASYNC_TIMEOUT`` (``15m``): limit of one async call; builds run inside them.
         ``OFC_UPSTREAM_TIMEOUT`` (``60s``): limit of a synchronous call to a function.
@@ -72,6 +74,9 @@ class RuntimeConfig:
             host=env_str(env, "OFC_GATEWAY_HOST", "127.0.0.1"),
             port=env_int(env, "OFC_GATEWAY_PORT", 8080, minimum=0, maximum=65535),
             queue_workers=env_int(env, "OFC_QUEUE_WORKERS", 4, minimum=1, maximum=256),
+            replica_concurrency=env_int(
+                env, "OFC_REPLICA_CONCURRENCY", 16, minimum=1, maximum=10000
+            ),
             async_timeout=env_duration(env, "OFC_ASYNC_TIMEOUT", 15 * 60.0),
             upstream_timeout=env_duration(env, "OFC_UPSTREAM_TIMEOUT", 60.0),
             max_body_bytes=env_int(env, "OFC_MAX_BODY_BYTES", 100 * 1024 * 1024, minimum=1),

@@ -26,7 +26,7 @@ from runtime.gateway.endpoints.deploy_function import make_deploy_function_handl
 from runtime.gateway.endpoints.function_status import make_function_status_handler
 from runtime.gateway.endpoints.healthz import make_healthz_handler, make_metrics_handler
 from runtime.gateway.endpoints.info import make_info_handler
-from runtime.gateway.endpoints.invoke import Invoker, make_invoke_handler
+from runtime.gateway.endpoints.invoke import make_invoke_handler
 from runtime.gateway.endpoints.list_functions import make_list_functions_handler
 from runtime.gateway.endpoints.logs import make_logs_handler
 from runtime.gateway.endpoints.namespaces import make_namespaces_handler
@@ -34,6 +34,7 @@ from runtime.gateway.endpoints.queue import make_queue_handler, make_queue_retry
 from runtime.gateway.endpoints.scale_function import make_scale_function_handler
 from runtime.gateway.endpoints.secrets import make_secrets_handler
 from runtime.gateway.endpoints.update_function import make_update_function_handler
+from runtime.gateway.invoker import Invoker
 from runtime.gateway.metrics import GatewayMetrics
 from runtime.gateway.routes import Endpoints, build_router
 from runtime.httpcore.server import HttpServer
@@ -67,7 +68,8 @@ class Gateway:
         paths = state_paths(cfg.state_dir)
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         user, password = ensure_credentials(paths["gateway_secrets"])
-        self.pool = UpstreamPool()
+        # Idle connections kept per replica: no more than the calls it may have in flight.
+        self.pool = UpstreamPool(max_idle_per_upstream=cfg.replica_concurrency)
         self.metrics = GatewayMetrics()
         self.secrets = SecretStore(paths["function_secrets"])
         self.logs = LogStore(paths["logs"])
@@ -84,7 +86,9 @@ class Gateway:
             logs=self.logs,
             on_endpoint_closed=lambda e: self.pool.discard(e.host, e.port),
         )
-        invoker = Invoker(self.provider, self.pool, self.metrics)
+        invoker = Invoker(
+            self.provider, self.pool, self.metrics, concurrency=cfg.replica_concurrency
+        )
         self.workers = QueueWorkers(
             self.store,
             invoker,

@@ -167,7 +167,9 @@ class _Connection(asyncio.Protocol):
             if isinstance(exc.__context__, _HeaderTooLarge):
                 self._reject(431, b"request headers too large")
             else:
-                self._reject(400, b"malformed HTTP request: " + str(exc).encode("latin-1", "replace"))
+                self._reject(
+                    400, b"malformed HTTP request: " + str(exc).encode("latin-1", "replace")
+                )
 
     def pause_writing(self) -> None:
         self.write_paused = True

@@ -17,7 +17,7 @@ import time
 
 import requests
 
-from runtime.gateway.endpoints.invoke import Invoker
+from runtime.gateway.invoker import Invoker
 from runtime.gateway.web import HttpError
 from runtime.httpcore.upstream import UpstreamError, UpstreamTimeout
 from runtime.queue.store import CallStore, QueuedCall
@@ -100,7 +100,7 @@ class QueueWorkers:
     async def _process(self, call: QueuedCall) -> None:
         started = time.monotonic()
         try:
-            endpoint = self.invoker.pick(call.function)
+            endpoint = await self.invoker.acquire(call.function, self.timeout)
         except HttpError as exc:
             self._unreachable(call, exc.message)
             return
@@ -109,7 +109,6 @@ class QueueWorkers:
             target += b"?" + call.query.encode("latin-1")
         headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in call.headers]
         headers.append((b"user-agent", b"ofc-queue-worker"))
-        endpoint.inflight += 1
         try:
             upstream = await self.invoker.pool.request(
                 endpoint.host,
@@ -139,7 +138,7 @@ class QueueWorkers:
             self._unreachable(call, str(exc))
             return
         finally:
-            endpoint.inflight -= 1
+            self.invoker.release(call.function, endpoint)
         duration = time.monotonic() - started
         self.invoker.metrics.observe(call.function, upstream.status, duration)
         self.store.complete(call.call_id, upstream.status, duration)

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from itertools import count
 
-from runtime.gateway.metrics import GatewayMetrics
+from runtime.gateway.invoker import Invoker
 from runtime.gateway.web import HttpError, error_response
 from runtime.httpcore.server import Handler, Request, Response
 from runtime.httpcore.upstream import (
     UpstreamConnectError,
     UpstreamError,
-    UpstreamPool,
     UpstreamTimeout,
     forwardable,
 )
-from runtime.provider import Endpoint, Provider
 
 PREFIX = b"/function/"
 _RESPONSE_DROP = frozenset(
@@ -53,28 +50,6 @@ def split_function_target(target: bytes, prefix: bytes = PREFIX) -> tuple[str, b
     return name_str, tail
 
 
-class Invoker:
-    """Proxies one call to a replica of a function and records its metrics.
-
-    Shared by the synchronous endpoint and the async queue's workers.
-    """
-
-    def __init__(self, provider: Provider, pool: UpstreamPool, metrics: GatewayMetrics) -> None:
-        self.provider = provider
-        self.pool = pool
-        self.metrics = metrics
-        self._turn = count()
-
-    def pick(self, name: str) -> Endpoint:
-        """A ready endpoint of ``name``, taking turns; :class:`HttpError` 404 or 503 otherwise."""
-        endpoints = self.provider.endpoints(name)
-        if endpoints is None:
-            raise HttpError(404, f"function {name!r} not found")
-        if not endpoints:
-            raise HttpError(503, f"function {name!r} is not ready: no replica is available")
-        return endpoints[next(self._turn) % len(endpoints)]
-
-
 def make_invoke_handler(invoker: Invoker, *, timeout: float) -> Handler:
     """Build the ``/function/`` handler proxying through ``invoker`` with ``timeout`` seconds."""
     pool = invoker.pool
@@ -103,10 +78,11 @@ def make_invoke_handler(invoker: Invoker, *, timeout: float) -> Handler:
         # crashed): try the next one once, then tell the caller it is not ready.
         for attempt in (1, 2):
             try:
-                endpoint = invoker.pick(name)
+                endpoint = await invoker.acquire(name, timeout)
             except HttpError as exc:
+                if exc.status != 404:  # unknown names must not grow the metric series
+                    observe(name, exc.status, time.monotonic() - started)
                 return error_response(exc.status, exc.message)
-            endpoint.inflight += 1
             try:
                 upstream = await pool.request(
                     endpoint.host,
@@ -119,18 +95,18 @@ def make_invoke_handler(invoker: Invoker, *, timeout: float) -> Handler:
                 )
                 break
             except UpstreamConnectError:
-                endpoint.inflight -= 1
+                invoker.release(name, endpoint)
                 if attempt == 2:
                     observe(name, 503, time.monotonic() - started)
                     return error_response(
                         503, f"function {name!r} is not ready: no replica accepted the connection"
                     )
             except UpstreamTimeout:
-                endpoint.inflight -= 1
+                invoker.release(name, endpoint)
                 observe(name, 504, time.monotonic() - started)
                 return error_response(504, f"function {name!r} did not answer within {timeout:g} s")
             except UpstreamError as exc:
-                endpoint.inflight -= 1
+                invoker.release(name, endpoint)
                 observe(name, 502, time.monotonic() - started)
                 return error_response(502, f"function {name!r} broke off the exchange: {exc}")
         out = [(n, v) for n, v in upstream.headers if n not in _RESPONSE_DROP]
@@ -139,7 +115,7 @@ def make_invoke_handler(invoker: Invoker, *, timeout: float) -> Handler:
         response = Response(upstream.status, out, upstream.body, upstream.length)
 
         def sent(ok: bool) -> None:
-            endpoint.inflight -= 1
+            invoker.release(name, endpoint)
             upstream.release(ok)
             observe(name, upstream.status, time.monotonic() - started)
 
