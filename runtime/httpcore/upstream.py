@@ -77,7 +77,12 @@ class UpstreamResponse:
 
 
 class _UpstreamConnection(asyncio.Protocol):
-    def __init__(self, pool: UpstreamPool, key: tuple[str, int]) -> None:
+    def __init__(
+        self, pool: UpstreamPool, key: tuple[str, int], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        # Kept, not looked up per call: asyncio.get_running_loop() costs a getpid()
+        # system call on CPython 3.11.
+        self.loop = loop
         self.pool = pool
         self.key = key
         self.transport: asyncio.Transport | None = None
@@ -200,7 +205,7 @@ class _UpstreamConnection(asyncio.Protocol):
 
     async def drain(self) -> None:
         if self.write_paused and not self.closed:
-            self.drain_waiter = asyncio.get_running_loop().create_future()
+            self.drain_waiter = self.loop.create_future()
             await self.drain_waiter
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -210,7 +215,7 @@ class _UpstreamConnection(asyncio.Protocol):
         self.got_bytes = False
         self.message_done = False
         self.head_request = head_request
-        self.waiter = asyncio.get_running_loop().create_future()
+        self.waiter = self.loop.create_future()
         return self.waiter
 
     def release(self, ok: bool) -> None:
@@ -357,7 +362,7 @@ class UpstreamPool:
                 transport.write(b"0\r\n\r\n")
         # A timer on the future, not asyncio.wait_for: wait_for wraps the await in a
         # new task, which costs more than the rest of the exchange.
-        timer = asyncio.get_running_loop().call_later(timeout, _expire, waiter, timeout)
+        timer = conn.loop.call_later(timeout, _expire, waiter, timeout)
         try:
             return await waiter
         finally:
@@ -367,7 +372,9 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _UpstreamConnection(self, key), key[0], key[1]),
+                loop.create_connection(
+                    lambda: _UpstreamConnection(self, key, loop), key[0], key[1]
+                ),
                 self.connect_timeout,
             )
         except TimeoutError:

@@ -8,8 +8,8 @@ hop-by-hop ones, and ``X-Forwarded-For``/``X-Forwarded-Host``/``X-Call-Id``/
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 
 from runtime.gateway.invoker import Invoker
 from runtime.gateway.web import HttpError, error_response
@@ -64,7 +64,7 @@ def make_invoke_handler(invoker: Invoker, *, timeout: float) -> Handler:
         call_id = request.header(b"x-call-id")
         headers = forwardable(request.headers)
         if call_id is None:
-            call_id = uuid.uuid4().hex.encode()
+            call_id = os.urandom(16).hex().encode()  # as unique as uuid4, without the object
             headers.append((b"x-call-id", call_id))
         start_ns = b"%d" % time.time_ns()
         headers.append((b"x-start-time", start_ns))
