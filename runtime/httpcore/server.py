@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 import httptools
 
-from .streams import BodyError, BodyStream
+from .streams import BodyError, BodyStream, WriteGate
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,7 @@ class _Connection(asyncio.Protocol):
         self.queue: list[Request] = []
         self.busy = False
         self.closing = False
-        self.write_paused = False
-        self.drain_waiter: asyncio.Future[None] | None = None
+        self.write_gate = WriteGate(self.loop)
         self.idle_handle: asyncio.TimerHandle | None = None
         self.reading_paused = False
 
@@ -153,8 +152,7 @@ class _Connection(asyncio.Protocol):
             self.current.body.abort(ConnectionError("client closed the connection"))
         for request in self.queue:
             request.body.abort(ConnectionError("client closed the connection"))
-        if self.drain_waiter is not None and not self.drain_waiter.done():
-            self.drain_waiter.set_exception(ConnectionError("client closed the connection"))
+        self.write_gate.fail(ConnectionError("client closed the connection"))
 
     def data_received(self, data: bytes) -> None:
         self._cancel_idle()
@@ -172,13 +170,10 @@ class _Connection(asyncio.Protocol):
                 )
 
     def pause_writing(self) -> None:
-        self.write_paused = True
+        self.write_gate.pause()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
-        if self.drain_waiter is not None and not self.drain_waiter.done():
-            self.drain_waiter.set_result(None)
-        self.drain_waiter = None
+        self.write_gate.resume()
 
     # -- httptools callbacks -----------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -250,9 +245,7 @@ class _Connection(asyncio.Protocol):
         if self.closing:
             # The client is gone: stop pulling the body from upstream.
             raise ConnectionError("client closed the connection")
-        if self.write_paused:
-            self.drain_waiter = self.loop.create_future()
-            await self.drain_waiter
+        await self.write_gate.wait()
 
     def _arm_idle(self) -> None:
         self.idle_handle = self.loop.call_later(self.server.idle_timeout, self._idle_close)

@@ -141,3 +141,35 @@ class BodyTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body is larger than {limit} bytes")
         self.limit = limit
+
+
+class WriteGate:
+    """Write back-pressure of one transport: a protocol's ``pause_writing``/``resume_writing``
+    close and open it, and a writer awaits :meth:`wait` after each chunk."""
+
+    __slots__ = ("paused", "_waiter", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop = loop
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        """The connection is gone: a writer waiting here gets ``exc``."""
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    async def wait(self) -> None:
+        if self.paused:
+            self._waiter = self._loop.create_future()
+            await self._waiter

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 import httptools
 
-from .streams import BodyStream
+from .streams import BodyStream, WriteGate
 
 __all__ = [
     "UpstreamPool",
@@ -96,8 +96,7 @@ class _UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.reusable = False
-        self.write_paused = False
-        self.drain_waiter: asyncio.Future[None] | None = None
+        self.write_gate = WriteGate(loop)
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -120,8 +119,7 @@ class _UpstreamConnection(asyncio.Protocol):
                 pass
             if not self.message_done:
                 self.response.body.abort(ConnectionError("upstream closed mid-body"))
-        if self.drain_waiter is not None and not self.drain_waiter.done():
-            self.drain_waiter.set_exception(ConnectionError("upstream closed the connection"))
+        self.write_gate.fail(ConnectionError("upstream closed the connection"))
         self.pool._forget(self)
 
     def data_received(self, data: bytes) -> None:
@@ -137,13 +135,10 @@ class _UpstreamConnection(asyncio.Protocol):
             self._close()
 
     def pause_writing(self) -> None:
-        self.write_paused = True
+        self.write_gate.pause()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
-        if self.drain_waiter is not None and not self.drain_waiter.done():
-            self.drain_waiter.set_result(None)
-        self.drain_waiter = None
+        self.write_gate.resume()
 
     # -- httptools callbacks ------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -204,9 +199,8 @@ class _UpstreamConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     async def drain(self) -> None:
-        if self.write_paused and not self.closed:
-            self.drain_waiter = self.loop.create_future()
-            await self.drain_waiter
+        if not self.closed:
+            await self.write_gate.wait()
 
     # -- lifecycle --------------------------------------------------------------------------------
     def begin(self, head_request: bool) -> asyncio.Future[UpstreamResponse]:

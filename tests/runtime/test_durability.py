@@ -6,7 +6,6 @@ or SIGTERM (``ofc down``) and started again on the same state directory and port
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -14,6 +13,7 @@ from typing import TypeVar
 import pytest
 
 from tests.conftest import ECHO_HANDLER, RunningGateway
+from tests.helpers import alive, child_pids, read_proc, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -37,40 +37,11 @@ CALLS = 30
 GatewayFactory = Callable[..., RunningGateway]
 
 
-def wait_until(check: Callable[[], T], timeout: float, message: Callable[[], str] | str) -> T:
-    """Poll ``check`` until it returns something truthy; fail with ``message`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            detail = message() if callable(message) else message
-            raise AssertionError(f"after {timeout:g} s: {detail}")
-        time.sleep(0.02)
-
-
-def _read_proc(path: str) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return b""
-
-
 def replica_pids(gateway: RunningGateway) -> set[int]:
     """PIDs of the gateway's child processes that run a function (``index.py``)."""
     assert gateway.proc is not None
-    children: set[int] = set()
-    for task in Path(f"/proc/{gateway.proc.pid}/task").glob("*"):
-        children.update(int(p) for p in _read_proc(f"{task}/children").split())
-    return {pid for pid in children if b"index.py" in _read_proc(f"/proc/{pid}/cmdline")}
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    stat = _read_proc(f"/proc/{pid}/stat")
-    return bool(stat) and stat.rsplit(b")", 1)[1].split()[0] != b"Z"
+    children = child_pids(gateway.proc.pid)
+    return {pid for pid in children if b"index.py" in read_proc(f"/proc/{pid}/cmdline")}
 
 
 def end_gateway(gateway: RunningGateway, how: str) -> None:

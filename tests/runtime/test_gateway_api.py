@@ -28,6 +28,7 @@ import pytest
 import requests
 
 from tests.conftest import ECHO_HANDLER, RunningGateway, free_port
+from tests.helpers import wait_until
 
 T = TypeVar("T")
 
@@ -154,14 +155,7 @@ def invoke(
 
 def eventually(check: Callable[[], T], what: str, timeout: float = 30.0) -> T:
     """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
+    return wait_until(check, timeout, f"waiting for {what}")
 
 
 def status_of(gw: RunningGateway, name: str) -> dict[str, Any]:

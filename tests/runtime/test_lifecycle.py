@@ -14,13 +14,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TypeVar
 
 import pytest
 import requests
 
 from tests.conftest import ECHO_HANDLER, RunningGateway
+from tests.helpers import alive, child_pids, read_proc, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -102,41 +102,17 @@ MISSING_REQUIREMENT = "this-package-does-not-exist-ofc==0.0.1\n"
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def wait_until(check: Callable[[], T], timeout: float, message: Callable[[], str] | str) -> T:
-    """Poll ``check`` until it returns something truthy; fail with ``message`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            detail = message() if callable(message) else message
-            raise AssertionError(f"after {timeout:g} s: {detail}")
-        time.sleep(0.02)
-
-
-def _read_proc(path: str) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return b""
-
-
 def replica_processes(gateway: RunningGateway, function: str | None = None) -> dict[int, dict]:
     """The gateway's child processes running ``index.py``: PID -> their environment.
 
     Only replicas of ``function`` when given (HOSTNAME is ``<function>-<version>-<index>``).
     """
     assert gateway.proc is not None
-    children: set[int] = set()
-    for task in Path(f"/proc/{gateway.proc.pid}/task").glob("*"):
-        children.update(int(p) for p in _read_proc(f"{task}/children").split())
     found = {}
-    for pid in children:
-        if b"index.py" not in _read_proc(f"/proc/{pid}/cmdline"):
+    for pid in child_pids(gateway.proc.pid):
+        if b"index.py" not in read_proc(f"/proc/{pid}/cmdline"):
             continue
-        entries = _read_proc(f"/proc/{pid}/environ").decode().split("\0")
+        entries = read_proc(f"/proc/{pid}/environ").decode().split("\0")
         environ = dict(entry.partition("=")[::2] for entry in entries if entry)
         if function is None or environ.get("HOSTNAME", "").rsplit("-", 2)[0] == function:
             found[pid] = environ
@@ -145,12 +121,6 @@ def replica_processes(gateway: RunningGateway, function: str | None = None) -> d
 
 def hostnames(gateway: RunningGateway) -> list[str]:
     return sorted(env["HOSTNAME"] for env in replica_processes(gateway).values())
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    stat = _read_proc(f"/proc/{pid}/stat")
-    return bool(stat) and stat.rsplit(b")", 1)[1].split()[0] != b"Z"
 
 
 def accepts_connections(port: int) -> bool:
