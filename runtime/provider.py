@@ -55,13 +55,15 @@ class Endpoint:
     stopping the process: no request is cut off by an update.
     """
 
-    __slots__ = ("host", "port", "replica_id", "inflight")
+    __slots__ = ("host", "port", "replica_id", "inflight", "timeout")
 
-    def __init__(self, host: str, port: int, replica_id: str) -> None:
+    def __init__(self, host: str, port: int, replica_id: str, timeout: float | None = None) -> None:
         self.host = host
         self.port = port
         self.replica_id = replica_id
         self.inflight = 0
+        # The function's own limit for one call (its ``exec_timeout``), if it set one.
+        self.timeout = timeout
 
     def __repr__(self) -> str:
         return f"Endpoint({self.replica_id} at {self.host}:{self.port}, inflight={self.inflight})"

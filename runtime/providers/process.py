@@ -48,6 +48,7 @@ from runtime.provider import (
 )
 from runtime.secrets import SecretStore
 from runtime.venvs import VenvBuildError, VenvCache
+from sdk.config import parse_duration
 from sdk.openfaas import FunctionDeployment, FunctionStatus
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class _Generation:
     workdir: Path
     argv: list[str]
     env: dict[str, str]
+    timeout: float | None = None  # exec_timeout from the deployment's environment
 
 
 class _Replica:
@@ -158,7 +160,7 @@ class _Replica:
             self._kill_group()
             await reader
             return healthy
-        endpoint = Endpoint("127.0.0.1", port, self.id)
+        endpoint = Endpoint("127.0.0.1", port, self.id, self.gen.timeout)
         self.endpoint = endpoint
         if not self.first_ready.done():
             self.first_ready.set_result(None)
@@ -412,8 +414,11 @@ class ProcessProvider:
         return fn
 
     def _status(self, fn: _Function) -> FunctionStatus:
+        # The version that takes traffic, as a Kubernetes Deployment's status would show
+        # it: a caller waiting for a new commit to be live watches its labels here.
+        serving = fn.serving.spec if fn.serving is not None else fn.spec
         return FunctionStatus(
-            deployment=fn.spec,
+            deployment=serving,
             replicas=fn.desired,
             available_replicas=len(fn.endpoints),
             created_at=fn.created_at,
@@ -554,7 +559,7 @@ class ProcessProvider:
             live = {str(r.gen.number) for r in fn.replicas}
             if old.name not in live and old.name != str(number):
                 shutil.rmtree(old, ignore_errors=True)
-        return _Generation(number, spec, artifact.path, argv, env)
+        return _Generation(number, spec, artifact.path, argv, env, exec_timeout(spec))
 
     async def _apply_scale(self, fn: _Function) -> None:
         async with fn.lock:
@@ -577,6 +582,15 @@ class ProcessProvider:
 
 class _RolloutFailed(Exception):
     pass
+
+
+def exec_timeout(spec: FunctionDeployment) -> float | None:
+    """The function's ``exec_timeout`` (of-watchdog's name: ``30s``, ``15m``, or seconds), if valid."""
+    raw = spec.env_vars.get("exec_timeout", "")
+    try:
+        return parse_duration(raw) or None if raw else None
+    except ValueError:
+        return None
 
 
 def _initial_replicas(spec: FunctionDeployment) -> int:

@@ -160,3 +160,20 @@ def test_gateway_never_has_more_calls_in_a_replica_than_the_cap(make_gateway) ->
         results = list(pool.map(call, range(8)))
     assert [status for status, _ in results] == [200] * 8
     assert max(int(text) for _, text in results) == 2
+
+
+SLEEPER = """
+import time
+
+def handle(event, context):
+    time.sleep(2)
+    return "slept"
+"""
+
+
+def test_function_with_its_own_exec_timeout_outlives_the_gateway_default(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    gateway: RunningGateway = make_gateway(OFC_UPSTREAM_TIMEOUT="1s")
+    gateway.deploy("patient", SLEEPER, env_vars={"exec_timeout": "10s"})
+    gateway.deploy("hasty", SLEEPER)
+    assert requests.get(f"{gateway.url}/function/patient", timeout=30).text == "slept"
+    assert requests.get(f"{gateway.url}/function/hasty", timeout=30).status_code == 504

@@ -84,6 +84,7 @@ def make_invoke_handler(invoker: Invoker, *, timeout: float) -> Handler:
                     observe(name, exc.status, time.monotonic() - started)
                 return error_response(exc.status, exc.message)
             try:
+                limit = endpoint.timeout or timeout
                 upstream = await pool.request(
                     endpoint.host,
                     endpoint.port,
@@ -91,7 +92,7 @@ def make_invoke_handler(invoker: Invoker, *, timeout: float) -> Handler:
                     target,
                     headers,
                     request.body,
-                    timeout=timeout,
+                    timeout=limit,
                 )
                 break
             except UpstreamConnectError:
@@ -104,7 +105,7 @@ def make_invoke_handler(invoker: Invoker, *, timeout: float) -> Handler:
             except UpstreamTimeout:
                 invoker.release(name, endpoint)
                 observe(name, 504, time.monotonic() - started)
-                return error_response(504, f"function {name!r} did not answer within {timeout:g} s")
+                return error_response(504, f"function {name!r} did not answer within {limit:g} s")
             except UpstreamError as exc:
                 invoker.release(name, endpoint)
                 observe(name, 502, time.monotonic() - started)
