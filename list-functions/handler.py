@@ -13,7 +13,7 @@ registry host) and ``url``. Functions labelled ``role: openfaas-system`` are nev
 401 for a bad signature, 400 without a user, 502 when the gateway cannot list.
 
 Environment, read once at start: ``gateway_url`` (``http://127.0.0.1:8080``),
-``function_url_template`` (``http://127.0.0.1:8080/function/{name}``; placeholders
+``function_url_template`` (default ``<gateway_url>/function/{name}``; placeholders
 ``{name}``, ``{short_name}`` and ``{owner}``, the owner lower-cased, e.g.
 ``https://{owner}.example.com/{short_name}``), ``secret_mount_path``. Secrets:
 ``payload-secret``, ``basic-auth-user``, ``basic-auth-password``.
@@ -32,13 +32,13 @@ from sdk.config import ConfigError, env_str
 from sdk.function import Rejected, answer, check_cloud_signature, json_answer, parse_json
 from sdk.gateway import GatewayClient, GatewayError
 from sdk.secrets import DEFAULT_MOUNT_PATH, SecretMissing, read_secret
+from sdk.urls import function_url, function_url_template
 
 log = logging.getLogger("list-functions")
 
 PREFIX = "com.openfaas.cloud."
 OWNER_LABEL = PREFIX + "git-owner"
 GATEWAY_TIMEOUT = 10.0
-DEFAULT_URL_TEMPLATE = "http://127.0.0.1:8080/function/{name}"
 
 
 @dataclass(frozen=True)
@@ -49,16 +49,10 @@ class Config:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
-        template = env_str(env, "function_url_template", DEFAULT_URL_TEMPLATE)
-        try:
-            template.format(name="fn", short_name="fn", owner="owner")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ConfigError(
-                f"function_url_template={template!r}: {type(exc).__name__} {exc}; "
-                "use only the placeholders {name}, {short_name} and {owner}"
-            ) from None
+        gateway_url = env_str(env, "gateway_url", "http://127.0.0.1:8080")
+        template = function_url_template(env_str(env, "function_url_template", ""), gateway_url)
         return cls(
-            gateway_url=env_str(env, "gateway_url", "http://127.0.0.1:8080"),
+            gateway_url=gateway_url,
             secret_mount_path=env_str(env, "secret_mount_path", DEFAULT_MOUNT_PATH),
             function_url_template=template,
         )
@@ -116,7 +110,7 @@ def summarise(function: Mapping[str, Any], owner: str, url_template: str) -> dic
         "available_replicas": _int(function.get("availableReplicas")),
         "invocations": _int(function.get("invocationCount")),
         "image": public_image(str(function.get("image", ""))),
-        "url": url_template.format(name=name, short_name=short_name, owner=owner.lower()),
+        "url": function_url(url_template, name=name, short_name=short_name, owner=owner),
     }
 
 

@@ -1,7 +1,7 @@
 """``ofc``: run the embedded platform and manage functions on it.
 
-    ofc up [--detach] [-f stack.yml]     start the runtime, deploy the stack, print URLs
-    ofc down                             stop the runtime (functions stop with it)
+    ofc up [--detach] [-f stack.yml]     start the runtime and the builder, deploy the stack
+    ofc down                             stop the builder and the runtime (functions stop with it)
     ofc deploy -f stack.yml [--filter N] build, store and deploy functions, wait for them
     ofc list                             functions with replicas and invocations
     ofc invoke NAME [--async]            call a function with stdin as the body
@@ -28,8 +28,19 @@ from sdk.config import ConfigError
 from sdk.gateway import GatewayError
 from sdk.stack import StackError, filter_functions, load_stack
 
-from .deploy import build_function, check_stack, deploy_and_wait, function_url
-from .local import REPO, CliError, Local, spawn_runtime, stop_runtime, wait_healthy
+from .deploy import build_function, check_stack, deploy, function_url, wait_for_rollout
+from .local import (
+    REPO,
+    CliError,
+    Local,
+    spawn_builder,
+    spawn_runtime,
+    stop_builder,
+    stop_runtime,
+    wait_builder_healthy,
+    wait_healthy,
+)
+from .platform import ensure_platform_secrets, platform_env
 
 
 def _say(text: str) -> None:
@@ -50,6 +61,10 @@ def _default_stack() -> Path:
 # -- commands ---------------------------------------------------------------------------------------
 def cmd_deploy(args: argparse.Namespace, local: Local | None = None) -> int:
     local = local or _local(args)
+    # The root stack.yml takes these from the environment (faas-cli style); an
+    # operator's own values win.
+    for key, value in platform_env(local).items():
+        os.environ.setdefault(key, value)
     path = Path(args.file) if args.file else _default_stack()
     try:
         stack = load_stack(path, os.environ)
@@ -61,10 +76,16 @@ def cmd_deploy(args: argparse.Namespace, local: Local | None = None) -> int:
     check_stack(stack, stack_dir)
     store = ArtifactStore(local.state_dir / "artifacts")
     client = local.client()
-    for fn in stack.functions.values():
-        built = build_function(stack, fn, stack_dir=stack_dir, store=store, progress=_say)
-        deploy_and_wait(client, built, wait=not args.no_wait, timeout=args.timeout, progress=_say)
-        print(f"{fn.name}: {function_url(local.gateway_url, fn.name)}", flush=True)
+    built = [
+        build_function(stack, fn, stack_dir=stack_dir, store=store, progress=_say)
+        for fn in stack.functions.values()
+    ]
+    # Deploy everything first, then wait: rollouts (and virtualenv builds) overlap.
+    started = [(b, deploy(client, b)) for b in built]
+    for b, since in started:
+        if not args.no_wait:
+            wait_for_rollout(client, b, since, timeout=args.timeout, progress=_say)
+        print(f"{b.name}: {function_url(local.gateway_url, b.name)}", flush=True)
     return 0
 
 
@@ -73,19 +94,31 @@ def cmd_up(args: argparse.Namespace) -> int:
     pid = local.running_pid()
     if pid is not None:
         raise CliError(f"the runtime is already running (pid {pid}); stop it with `ofc down`")
+    pid = local.builder_pid()
+    if pid is not None:
+        raise CliError(f"the builder is already running (pid {pid}); stop it with `ofc down`")
     port = int(local.gateway_url.rsplit(":", 1)[-1].split("/")[0])
     proc = spawn_runtime(local, os.environ, port=port, detach=args.detach)
+    builder = None
     try:
         wait_healthy(local, proc)
+        builder = spawn_builder(local, os.environ, detach=args.detach)
+        wait_builder_healthy(local, builder)
         local = _local(args)  # credentials exist now
         _say(
             f"gateway: {local.gateway_url}  (user {local.user}; password in "
             f"{local.state_dir / 'secrets' / 'gateway' / 'basic-auth-password'})"
         )
+        _say(f"builder: {local.builder_url}/build")
+        created = ensure_platform_secrets(local.client())
+        if created:
+            _say(f"created platform secrets: {', '.join(created)} (values are never printed)")
         if not args.no_deploy:
             args.filter, args.no_wait = None, False
             cmd_deploy(args, local)
     except BaseException:
+        if builder is not None:
+            stop_builder(local)
         if not args.detach or proc.poll() is None:
             stop_runtime(local)
         raise
@@ -93,8 +126,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say(
             f"runtime running in the background (pid {proc.pid}, log {local.log_file}); stop it with `ofc down`"
         )
+        _say(f"builder running in the background (pid {builder.pid}, log {local.builder_log_file})")  # type: ignore[union-attr]
         return 0
-    _say("runtime running in the foreground; Ctrl-C stops it")
+    _say("runtime and builder running in the foreground; Ctrl-C stops them")
     signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
     try:
         return proc.wait()
@@ -102,11 +136,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         proc.send_signal(signal.SIGTERM)
         return proc.wait()
     finally:
+        stop_builder(local)
         local.pid_file.unlink(missing_ok=True)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     local = _local(args)
+    if stop_builder(local):
+        _say("builder stopped")
     if stop_runtime(local):
         _say("runtime stopped")
     else:
@@ -234,10 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start the runtime and deploy the stack")
     stack_args(up)
     up.add_argument("-d", "--detach", action="store_true", help="run in the background")
-    up.add_argument("--no-deploy", action="store_true", help="only start the runtime")
+    up.add_argument(
+        "--no-deploy", action="store_true", help="only start the runtime and the builder"
+    )
     up.set_defaults(func=cmd_up)
 
-    sub.add_parser("down", help="stop the runtime").set_defaults(func=cmd_down)
+    sub.add_parser("down", help="stop the builder and the runtime").set_defaults(func=cmd_down)
 
     deploy = sub.add_parser("deploy", help="build and deploy functions from a stack file")
     stack_args(deploy)

@@ -117,22 +117,25 @@ def check_stack(stack: Stack, stack_dir: Path) -> None:
         raise CliError(str(exc)) from None
 
 
-def deploy_and_wait(
-    client: GatewayClient,
-    built: Built,
-    *,
-    wait: bool,
-    timeout: float,
-    progress: Callable[[str], None],
-) -> None:
-    """Deploy (PUT, else POST) and, with ``wait``, follow the rollout in the function's log."""
+def deploy(client: GatewayClient, built: Built) -> str:
+    """Deploy (PUT, else POST); returns the time to follow the rollout's log from."""
     since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     try:
         client.deploy(built.deployment)
     except GatewayError as exc:
         raise CliError(f"{built.name}: {exc}") from None
-    if not wait:
-        return
+    return since
+
+
+def wait_for_rollout(
+    client: GatewayClient,
+    built: Built,
+    since: str,
+    *,
+    timeout: float,
+    progress: Callable[[str], None],
+) -> None:
+    """Follow the function's log from ``since`` until the provider says ready or failed."""
     deadline = time.monotonic() + timeout
     seen = 0
     while time.monotonic() < deadline:

@@ -16,7 +16,7 @@ from sdk.events import AuditEvent
 from sdk.signing import sign
 from tests.conftest import free_port
 from tests.functions.conftest import Context, Event, load_handler
-from tests.sdk.test_audit import Recorder
+from tests.helpers import Recorder
 
 SECRET = "audit-event-payload-secret"
 EVENT = {

@@ -17,7 +17,7 @@ from sdk.openfaas import FunctionDeployment
 from sdk.signing import sign
 from tests.conftest import ECHO_HANDLER, RunningGateway, free_port
 from tests.functions.conftest import Context, Event, load_handler
-from tests.sdk.test_audit import Received, Recorder
+from tests.helpers import Received, Recorder
 
 SECRET = "garbage-collect-payload-secret"
 OWNER, REPO = "com.openfaas.cloud.git-owner", "com.openfaas.cloud.git-repo"

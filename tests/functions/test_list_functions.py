@@ -139,7 +139,8 @@ def test_list_functions_describes_each_function(fn: ModuleType) -> None:
         "available_replicas": functions["alice-new"]["available_replicas"],
         "invocations": 0,
         "image": "alice-new:latest",
-        "url": "http://127.0.0.1:8080/function/alice-new",
+        # Without a template, the gateway's own URL for the function.
+        "url": f"{fn.LISTER.cfg.gateway_url}/function/alice-new",
     }
     assert functions["alice-old"]["private"] is False
     assert functions["alice-mid"]["image"] == "alice/alice-mid:latest-main-04b8e44"

@@ -3,96 +3,19 @@ the function tests use as Slack, audit-event or a gateway that fails on cue."""
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 
 import pytest
-from werkzeug.datastructures import Headers
 
 from sdk.audit import Auditor
 from sdk.events import AuditEvent
 from sdk.function import check_cloud_signature
 from tests.conftest import free_port
+from tests.helpers import Recorder
 
 SECRET = "audit-test-secret"
-
-
-@dataclass
-class Received:
-    method: str
-    path: str
-    headers: Headers  # case-insensitive
-    body: bytes
-
-    def json(self) -> object:
-        return json.loads(self.body)
-
-
-Reply = tuple[int, bytes]
-
-
-class Recorder:
-    """An HTTP server on loopback that records every request and answers ``reply(request)``.
-
-    The default reply is 200 with an empty body; ``delay`` seconds are waited first.
-    """
-
-    def __init__(self, reply: Callable[[Received], Reply] | None = None, delay: float = 0.0):
-        self.received: list[Received] = []
-        self.reply = reply or (lambda request: (200, b""))
-        self.delay = delay
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _any(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                request = Received(
-                    self.command,
-                    self.path,
-                    Headers(list(self.headers.items())),
-                    self.rfile.read(length),
-                )
-                recorder.received.append(request)
-                if recorder.delay:
-                    time.sleep(recorder.delay)
-                status, body = recorder.reply(request)
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # a client that timed out on purpose (delay) has gone
-
-            do_GET = do_POST = do_PUT = do_DELETE = _any
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> Recorder:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
 
 
 @pytest.fixture

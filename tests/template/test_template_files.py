@@ -27,13 +27,32 @@ def test_template_handler_test_passes_with_pytest_in_function_folder(tmp_path, p
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 passed" in result.stdout
+    assert "1 passed" in result.stdout
 
 
-def test_template_handler_test_fails_when_handler_changes(tmp_path):
+def test_template_handler_test_passes_for_any_users_handler(tmp_path):
+    # It stays in every function without its own tests, so it must not assume the
+    # template's greeting (a user's echo function failed its build on it).
     build = make_build_folder(tmp_path / "build")
     handler = build / "function" / "handler.py"
-    handler.write_text(handler.read_text().replace("Hello from OpenFaaS!", "Changed"))
+    handler.write_text("def handle(event, context):\n    return event.body\n")
+
+    result = subprocess.run(
+        [str(PYTEST), "-p", "no:cacheprovider"],
+        cwd=build / "function",
+        env=clean_env({"PYTHONDONTWRITEBYTECODE": "1"}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_template_handler_test_fails_when_handle_is_missing(tmp_path):
+    build = make_build_folder(tmp_path / "build")
+    handler = build / "function" / "handler.py"
+    handler.write_text("def handler(event, context):\n    return 'typo'\n")
 
     result = subprocess.run(
         [str(PYTEST), "-p", "no:cacheprovider"],
