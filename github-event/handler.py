@@ -129,7 +129,8 @@ class Receiver:
         ref = str(payload.get("ref", ""))
         if not ref.startswith("refs/heads/"):
             return 202, f"ignored: {ref} is not a branch"
-        if not payload.get("commits") and not payload.get("head_commit"):
+        if not payload.get("commits"):
+            # e.g. a branch created at a commit that was already built
             return 202, "ignored: the push has no commits"
         try:
             push = PushEvent.from_github(payload, delivery)

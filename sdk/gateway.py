@@ -158,7 +158,7 @@ class GatewayClient:
         response = self._request("POST", f"/async-function/{name}", data=body, headers=extra)
         if response.status_code != 202:
             raise GatewayError(response.status_code, response.text.strip())
-        return response.headers["X-Call-Id"]
+        return response.headers.get("X-Call-Id", "")
 
     # -- secrets ----------------------------------------------------------------------------------
     def list_secrets(self) -> list[str]:

@@ -1104,7 +1104,7 @@ def push_payload(
     after = ZERO_SHA if deleted else (sha or _random_sha())
     previous = ZERO_SHA if created else (before or _random_sha())
     pusher = sender or (owner if owner_type == "User" else "bob")
-    shas = [] if deleted else [_random_sha() for _ in range(max(commits, 0) - 1)] + [after]
+    shas = [] if deleted or commits <= 0 else [_random_sha() for _ in range(commits - 1)] + [after]
     commit_list = [_commit(owner, repo, s, i + 1, pusher) for i, s in enumerate(shas)]
     payload: dict[str, Any] = {
         "ref": ref,
@@ -1119,7 +1119,10 @@ def push_payload(
         "base_ref": None,
         "compare": f"https://github.com/{owner}/{repo}/compare/{previous[:12]}...{after[:12]}",
         "commits": commit_list,
-        "head_commit": copy.deepcopy(commit_list[-1]) if commit_list else None,
+        # A push of no new commits (a branch created at an existing one) still names it.
+        "head_commit": copy.deepcopy(commit_list[-1])
+        if commit_list
+        else (None if deleted else _commit(owner, repo, after, 1, pusher)),
     }
     if owner_type == "Organization":
         payload["organization"] = _organization(owner, owner_id)
