@@ -24,15 +24,10 @@ import pytest
 from runtime.artifacts import ArtifactStore
 from sdk.gateway import GatewayClient
 from sdk.openfaas import FunctionDeployment
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "template" / "python3-http"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def stop_pid(proc: subprocess.Popen, timeout: float = 15.0) -> None:  # type: ignore[type-arg]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
@@ -13,49 +11,9 @@ import pytest
 import requests
 
 from tests.conftest import REPO, free_port
-from tests.helpers import alive
+from tests.helpers import Cli, alive
 
 OFC = str(REPO / "bin" / "ofc")
-
-
-class Cli:
-    """Runs ``bin/ofc`` with one state directory and gateway port."""
-
-    def __init__(self, state_dir: Path, port: int, venv_dir: Path) -> None:
-        self.state_dir = state_dir
-        self.port = port
-        self.builder_port = free_port()  # `ofc up` starts the builder too
-        self.env = {
-            **os.environ,
-            "OFC_STATE_DIR": str(state_dir),
-            "OFC_GATEWAY_PORT": str(port),
-            "OFC_BUILDER_PORT": str(self.builder_port),
-            "OFC_VENV_DIR": str(venv_dir),
-        }
-        self.env.pop("OPENFAAS_URL", None)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def run(
-        self, *args: str, cwd: Path | None = None, stdin: bytes = b"", timeout: float = 180
-    ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [OFC, *args],
-            cwd=cwd or REPO,
-            env=self.env,
-            input=stdin.decode(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        return proc
-
-    def ok(self, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
-        proc = self.run(*args, **kw)  # type: ignore[arg-type]
-        assert proc.returncode == 0, f"ofc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-        return proc
 
 
 @pytest.fixture(scope="module")
