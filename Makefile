@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help venv test lint demo bench clean
 
 help:
-	@echo "make demo    start the embedded platform, deploy examples/hello, call it, stop"
+	@echo "make demo    start the platform, git push examples/ to it, call the function, stop"
 	@echo "make test    lint, then every test (unit, runtime, end-to-end)"
 	@echo "make bench   benchmarks; figures go to bench/results.json"
 
@@ -26,7 +26,7 @@ test: lint
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	./scripts/demo.sh
+	$(PY) scripts/demo.py $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m bench

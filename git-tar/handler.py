@@ -55,6 +55,7 @@ from sdk.events import (
 from sdk.function import Rejected, check_cloud_signature, json_answer, parse_json
 from sdk.gateway import GatewayClient, GatewayError
 from sdk.github_app import GitHubApp, GitHubError
+from sdk.gitremote import read_token
 from sdk.secrets import DEFAULT_MOUNT_PATH, SecretMissing, read_secret
 from sdk.signing import CLOUD_SIGNATURE, sign
 from sdk.stack import Stack, StackError, check_languages, load_stack
@@ -85,6 +86,7 @@ class Config:
     report_status: bool
     github_app_id: str
     github_api_url: str
+    git_remote_url: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -108,6 +110,9 @@ class Config:
             report_status=env_bool(env, "report_status", True),
             github_app_id=env_str(env, "github_app_id", ""),
             github_api_url=env_str(env, "github_api_url", "https://api.github.com"),
+            # The platform's own git remote (ofc's built-in one); its repositories are
+            # cloned with a read token derived from the payload secret.
+            git_remote_url=env_str(env, "git_remote_url", "").rstrip("/"),
         )
 
 
@@ -241,6 +246,9 @@ class GitTar:
             raise Failed(f"the platform is misconfigured: {exc}") from None
 
     def token_for(self, push: PushEvent) -> str | None:
+        remote = self.cfg.git_remote_url
+        if remote and push.clone_url.startswith(remote + "/"):
+            return read_token(self.secret("payload-secret"), push.owner, push.repo)
         if not push.private:
             return None
         if not (self.cfg.github_app_id and push.installation_id):

@@ -1,7 +1,7 @@
 """``ofc``: run the embedded platform and manage functions on it.
 
-    ofc up [--detach] [-f stack.yml]     start the runtime and the builder, deploy the stack
-    ofc down                             stop the builder and the runtime (functions stop with it)
+    ofc up [--detach] [-f stack.yml]     start the runtime, the builder and the git remote, deploy the stack
+    ofc down                             stop them all (functions stop with the runtime)
     ofc deploy -f stack.yml [--filter N] build, store and deploy functions, wait for them
     ofc list                             functions with replicas and invocations
     ofc invoke NAME [--async]            call a function with stdin as the body
@@ -9,6 +9,7 @@
     ofc remove NAME                      delete a function
     ofc secret create NAME --from-file F | --from-literal V;  ofc secret list | remove NAME
     ofc queue [--status failed];  ofc queue retry [CALL_ID]
+    ofc user add NAME | list | remove NAME   users of the git remote (add prints the token, once)
 
 Exit status: 0 on success, 1 when something failed (one line on stderr says what),
 2 on a usage error.
@@ -23,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gitserver.users import UserError, UserStore, users_file
 from runtime.artifacts import ArtifactStore
 from sdk.config import ConfigError
 from sdk.gateway import GatewayError
@@ -34,10 +36,13 @@ from .local import (
     CliError,
     Local,
     spawn_builder,
+    spawn_gitserver,
     spawn_runtime,
     stop_builder,
+    stop_gitserver,
     stop_runtime,
     wait_builder_healthy,
+    wait_gitserver_healthy,
     wait_healthy,
 )
 from .platform import ensure_platform_secrets, platform_env
@@ -62,9 +67,9 @@ def _default_stack() -> Path:
 def cmd_deploy(args: argparse.Namespace, local: Local | None = None) -> int:
     local = local or _local(args)
     # The root stack.yml takes these from the environment (faas-cli style); an
-    # operator's own values win.
-    for key, value in platform_env(local).items():
-        os.environ.setdefault(key, value)
+    # operator's own values win (platform_env merges them, and adds the built-in git
+    # remote to GIT_HOSTS).
+    os.environ.update(platform_env(local, os.environ))
     path = Path(args.file) if args.file else _default_stack()
     try:
         stack = load_stack(path, os.environ)
@@ -97,9 +102,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     pid = local.builder_pid()
     if pid is not None:
         raise CliError(f"the builder is already running (pid {pid}); stop it with `ofc down`")
+    pid = local.gitserver_pid()
+    if pid is not None:
+        raise CliError(f"the git server is already running (pid {pid}); stop it with `ofc down`")
     port = int(local.gateway_url.rsplit(":", 1)[-1].split("/")[0])
     proc = spawn_runtime(local, os.environ, port=port, detach=args.detach)
-    builder = None
+    builder = gitserver = None
     try:
         wait_healthy(local, proc)
         builder = spawn_builder(local, os.environ, detach=args.detach)
@@ -113,10 +121,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         created = ensure_platform_secrets(local.client())
         if created:
             _say(f"created platform secrets: {', '.join(created)} (values are never printed)")
+        # After the secrets: the git server signs push events with the webhook secret.
+        gitserver = spawn_gitserver(local, os.environ, detach=args.detach)
+        wait_gitserver_healthy(local, gitserver)
+        _say(f"git remote: {local.git_url}/git/<user>/<repo>.git  (add users: `ofc user add NAME`)")
         if not args.no_deploy:
             args.filter, args.no_wait = None, False
             cmd_deploy(args, local)
     except BaseException:
+        if gitserver is not None:
+            stop_gitserver(local)
         if builder is not None:
             stop_builder(local)
         if not args.detach or proc.poll() is None:
@@ -127,8 +141,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"runtime running in the background (pid {proc.pid}, log {local.log_file}); stop it with `ofc down`"
         )
         _say(f"builder running in the background (pid {builder.pid}, log {local.builder_log_file})")  # type: ignore[union-attr]
+        _say(
+            f"git server running in the background (pid {gitserver.pid}, log {local.gitserver_log_file})"  # type: ignore[union-attr]
+        )
         return 0
-    _say("runtime and builder running in the foreground; Ctrl-C stops them")
+    _say("runtime, builder and git server running in the foreground; Ctrl-C stops them")
     signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
     try:
         return proc.wait()
@@ -136,12 +153,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         proc.send_signal(signal.SIGTERM)
         return proc.wait()
     finally:
+        stop_gitserver(local)
         stop_builder(local)
         local.pid_file.unlink(missing_ok=True)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     local = _local(args)
+    if stop_gitserver(local):
+        _say("git server stopped")
     if stop_builder(local):
         _say("builder stopped")
     if stop_runtime(local):
@@ -247,6 +267,35 @@ def cmd_queue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_user(args: argparse.Namespace) -> int:
+    """Users of the git remote, in the state directory's users file (no runtime needed)."""
+    local = _local(args)
+    store = UserStore(users_file(local.state_dir))
+    try:
+        if args.user_command == "add":
+            user, token = store.add(args.name)
+            public = os.environ.get("OFC_GIT_PUBLIC_URL", "").rstrip("/") or local.git_url
+            _say(
+                f"user {user.name} created. Their token is printed below, once: it is not "
+                "stored and cannot be shown again.\n"
+                f"push with: git push {public}/git/{user.name}/<repo>.git main  "
+                f"(user {user.name}, password: the token)"
+            )
+            print(token, flush=True)
+        elif args.user_command == "list":
+            for user in sorted(store.read().values(), key=lambda u: u.key):
+                print(user.name)
+        else:
+            user = store.remove(args.name)
+            _say(
+                f"user {user.name} removed; their repositories stay in "
+                f"{local.state_dir / 'git' / 'repos' / user.key}"
+            )
+    except UserError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
 # -- parser -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ofc", description=__doc__.split("\n\n")[0])
@@ -328,6 +377,15 @@ def build_parser() -> argparse.ArgumentParser:
     retry = queue_sub.add_parser("retry", help="requeue failed calls (all, or one)")
     retry.add_argument("call_id", nargs="?")
     queue.set_defaults(func=cmd_queue)
+
+    user = sub.add_parser("user", help="users of the git remote (git push to the platform)")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    user_add = user_sub.add_parser("add", help="create a user and print their token, once")
+    user_add.add_argument("name", help="a GitHub-style login: letters, digits, single hyphens")
+    user_sub.add_parser("list", help="the users' names (tokens are never shown)")
+    user_remove = user_sub.add_parser("remove", help="delete a user (their repositories stay)")
+    user_remove.add_argument("name")
+    user.set_defaults(func=cmd_user)
     return parser
 
 

@@ -1,10 +1,11 @@
 """Where the CLI finds the local runtime: state directory, credentials, gateway URL, processes.
 
-The CLI, ``python -m runtime`` and ``python -m builder`` share one state directory
-(``OFC_STATE_DIR``, default ``~/.ofc``); the gateway's credentials are the files the
-runtime generated there, unless ``OFC_GATEWAY_USER``/``OFC_GATEWAY_PASSWORD`` say
-otherwise (a remote gateway). Each process has its pid file and, when detached, its log
-there: ``gateway.pid``/``gateway.log`` and ``builder.pid``/``builder.log``.
+The CLI, ``python -m runtime``, ``python -m builder`` and ``python -m gitserver`` share
+one state directory (``OFC_STATE_DIR``, default ``~/.ofc``); the gateway's credentials
+are the files the runtime generated there, unless ``OFC_GATEWAY_USER``/
+``OFC_GATEWAY_PASSWORD`` say otherwise (a remote gateway). Each process has its pid file
+and, when detached, its log there: ``gateway.pid``/``gateway.log``,
+``builder.pid``/``builder.log`` and ``gitserver.pid``/``gitserver.log``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Local:
     user: str
     password: str
     builder_url: str = "http://127.0.0.1:8081"
+    git_url: str = "http://127.0.0.1:8082"
 
     @classmethod
     def from_env(
@@ -48,6 +50,7 @@ class Local:
         state = Path(state_dir).expanduser() if state_dir else default_state_dir(env)
         port = env_int(env, "OFC_GATEWAY_PORT", 8080, minimum=0, maximum=65535)
         builder_port = env_int(env, "OFC_BUILDER_PORT", 8081, minimum=0, maximum=65535)
+        git_port = env_int(env, "OFC_GIT_PORT", 8082, minimum=0, maximum=65535)
         url = gateway or env_str(env, "OPENFAAS_URL", f"http://127.0.0.1:{port}")
         user = env_str(env, "OFC_GATEWAY_USER", "")
         password = env_str(env, "OFC_GATEWAY_PASSWORD", "")
@@ -58,7 +61,14 @@ class Local:
                 password = (secrets / "basic-auth-password").read_text().strip()
             except FileNotFoundError:
                 user, password = "", ""
-        return cls(state, url.rstrip("/"), user, password, f"http://127.0.0.1:{builder_port}")
+        return cls(
+            state,
+            url.rstrip("/"),
+            user,
+            password,
+            f"http://127.0.0.1:{builder_port}",
+            f"http://127.0.0.1:{git_port}",
+        )
 
     @property
     def pid_file(self) -> Path:
@@ -75,6 +85,14 @@ class Local:
     @property
     def builder_log_file(self) -> Path:
         return self.state_dir / "builder.log"
+
+    @property
+    def gitserver_pid_file(self) -> Path:
+        return self.state_dir / "gitserver.pid"
+
+    @property
+    def gitserver_log_file(self) -> Path:
+        return self.state_dir / "gitserver.log"
 
     def client(self, timeout: float = 30.0) -> GatewayClient:
         if not self.user:
@@ -94,6 +112,10 @@ class Local:
     def builder_pid(self) -> int | None:
         """The PID in the builder's pid file if that process is still our builder."""
         return _running_pid(self.builder_pid_file, b"builder")
+
+    def gitserver_pid(self) -> int | None:
+        """The PID in the git server's pid file if that process is still our git server."""
+        return _running_pid(self.gitserver_pid_file, b"gitserver")
 
 
 def _answers(url: str) -> bool:
@@ -164,6 +186,26 @@ def spawn_builder(local: Local, env: Mapping[str, str], *, detach: bool) -> subp
     )
 
 
+def spawn_gitserver(local: Local, env: Mapping[str, str], *, detach: bool) -> subprocess.Popen:  # type: ignore[type-arg]
+    """Start ``python -m gitserver`` on ``local``'s state directory, sending push events
+    to ``local``'s gateway. The platform's secrets must exist by then."""
+    local.state_dir.mkdir(parents=True, exist_ok=True)
+    port = local.git_url.rsplit(":", 1)[-1]
+    child_env = {
+        **env,
+        "OFC_STATE_DIR": str(local.state_dir),
+        "OFC_GIT_PORT": port,
+        "OFC_GATEWAY_URL": local.gateway_url,
+    }
+    return _spawn(
+        "gitserver",
+        child_env,
+        pid_file=local.gitserver_pid_file,
+        log_file=local.gitserver_log_file,
+        detach=detach,
+    )
+
+
 def _wait_answering(
     what: str, url: str, log_file: Path, proc: subprocess.Popen[bytes], timeout: float
 ) -> None:
@@ -188,6 +230,12 @@ def wait_builder_healthy(local: Local, proc: subprocess.Popen, timeout: float = 
     )
 
 
+def wait_gitserver_healthy(local: Local, proc: subprocess.Popen, timeout: float = 30.0) -> None:  # type: ignore[type-arg]
+    _wait_answering(
+        "git server", local.git_url + "/healthz", local.gitserver_log_file, proc, timeout
+    )
+
+
 def stop_runtime(local: Local, timeout: float = 30.0) -> bool:
     """SIGTERM the runtime by its PID, SIGKILL after ``timeout``; False when none was running."""
     return _stop(local.running_pid(), local.pid_file, timeout)
@@ -196,6 +244,11 @@ def stop_runtime(local: Local, timeout: float = 30.0) -> bool:
 def stop_builder(local: Local, timeout: float = 30.0) -> bool:
     """SIGTERM the builder by its PID, SIGKILL after ``timeout``; False when none was running."""
     return _stop(local.builder_pid(), local.builder_pid_file, timeout)
+
+
+def stop_gitserver(local: Local, timeout: float = 30.0) -> bool:
+    """SIGTERM the git server by its PID, SIGKILL after ``timeout``; False when none was running."""
+    return _stop(local.gitserver_pid(), local.gitserver_pid_file, timeout)
 
 
 def _stop(pid: int | None, pid_file: Path, timeout: float) -> bool:

@@ -10,7 +10,9 @@ are, and no value is ever printed.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -57,16 +59,25 @@ def ensure_platform_secrets(client: GatewayClient) -> list[str]:
     return created
 
 
-def platform_env(local: Local) -> dict[str, str]:
-    """What the root stack.yml substitutes on the embedded runtime.
+def platform_env(local: Local, env: Mapping[str, str]) -> dict[str, str]:
+    """What the root stack.yml substitutes on the embedded runtime, over ``env``.
 
     On OpenFaaS these default to the in-cluster addresses; here the platform's
-    functions reach the gateway and the builder on loopback, and keep build logs in the
-    state directory.
+    functions reach the gateway, the builder and the built-in git remote on loopback,
+    and keep build logs in the state directory. An operator's own values win, except
+    that the built-in remote is always added to ``GIT_HOSTS`` (git-tar may clone from it).
     """
-    return {
+    remote_host = urlsplit(local.git_url).netloc
+    hosts = [h for h in env.get("GIT_HOSTS", "github.com").split(",") if h.strip()]
+    if remote_host not in hosts:
+        hosts.append(remote_host)
+    defaults = {
         "GATEWAY_URL": local.gateway_url,
         "BUILDER_URL": local.builder_url,
         "PIPELINE_LOG_DIR": str(local.state_dir / "pipeline-logs"),
         "FUNCTION_URL_TEMPLATE": local.gateway_url + "/function/{name}",
+        "GIT_REMOTE_URL": env.get("OFC_GIT_PUBLIC_URL", "").rstrip("/") or local.git_url,
     }
+    out = {key: env.get(key) or value for key, value in defaults.items()}
+    out["GIT_HOSTS"] = ",".join(hosts)
+    return out

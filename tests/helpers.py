@@ -150,6 +150,7 @@ class Cli:
             "OFC_STATE_DIR": str(state_dir),
             "OFC_GATEWAY_PORT": str(port),
             "OFC_BUILDER_PORT": str(self.builder_port),
+            "OFC_GIT_PORT": str(free_port()),
             "OFC_VENV_DIR": str(venv_dir),
             **env,
         }

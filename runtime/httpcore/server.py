@@ -241,6 +241,12 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.closing:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
+    def _send(self, data: bytes) -> None:
+        # uvloop raises RuntimeError, not ConnectionError, on a closed transport.
+        if self.closing or self.transport is None:
+            raise ConnectionError("client closed the connection")
+        self.transport.write(data)
+
     async def _drain(self) -> None:
         if self.closing:
             # The client is gone: stop pulling the body from upstream.
@@ -347,12 +353,12 @@ class _Connection(asyncio.Protocol):
                     chunk = await body.read()
                     if not chunk:
                         break
-                    transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                    self._send(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
                     await self._drain()
             else:
                 async for chunk in body:
                     if chunk:
-                        transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                        self._send(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
                         await self._drain()
             if chunked:
                 transport.write(b"0\r\n\r\n")

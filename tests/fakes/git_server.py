@@ -2,7 +2,9 @@
 
 Clients speak the real protocol (v0 or v2, shallow fetches, fetching one commit by id)
 because the answering is done by git itself: each request runs ``git http-backend`` as a
-CGI program behind a small WSGI app, on a werkzeug server in a thread. Served repositories
+CGI program behind a small WSGI app, on a werkzeug server in a thread. The CGI
+environment and the parsing of its header block are the platform's own git remote's
+(:mod:`gitserver.cgi`), so both servers speak to git the same way. Served repositories
 are bare repositories at ``<root>/<owner>/<repo>.git`` with
 ``uploadpack.allowReachableSHA1InWant`` and ``uploadpack.allowAnySHA1InWant`` on, so
 ``git fetch --depth 1 <url> <40-hex sha>`` works as it does against GitHub.
@@ -42,7 +44,6 @@ calls it::
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -57,6 +58,8 @@ import pytest
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 from werkzeug.wsgi import get_input_stream
+
+from gitserver.cgi import CgiHead, CgiRequest, backend_env, git_env
 
 __all__ = [
     "GIT_USER",
@@ -87,20 +90,6 @@ _ROUTE = re.compile(r"/(?P<owner>[^/]+)/(?P<repo>[^/]+?)(?:\.git)?/(?P<rest>.+)"
 # The two smart-HTTP routes of a clone or fetch, and the one method each accepts.
 _METHODS = {"info/refs": "GET", "git-upload-pack": "POST"}
 _BACKEND_TIMEOUT = 30.0  # seconds a finished request waits for http-backend to exit
-
-
-def git_env(home: Path, **extra: str) -> dict[str, str]:
-    """An environment for running git that reads no system or user configuration and
-    inherits no ``GIT_*`` variable (a git hook running the tests sets ``GIT_DIR``)."""
-    return {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": str(home),
-        "LANG": "C",
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_TERMINAL_PROMPT": "0",
-        **extra,
-    }
 
 
 @dataclass
@@ -345,28 +334,19 @@ class GitServer:
     def _backend(self, environ: dict[str, Any], path_info: str, record: GitRequest) -> Response:
         """Run ``git http-backend`` for one request: the request body streams to its stdin,
         its stdout (CGI headers, a blank line, the body) streams back."""
-        env = git_env(
-            self.root,
-            GIT_PROJECT_ROOT=str(self.root),
-            GIT_HTTP_EXPORT_ALL="1",  # serve without a git-daemon-export-ok file
-            REQUEST_METHOD=record.method,
-            PATH_INFO=path_info,
-            QUERY_STRING=record.query,
-            CONTENT_TYPE=environ.get("CONTENT_TYPE", ""),
-            REMOTE_ADDR=environ.get("REMOTE_ADDR", ""),
-            SERVER_PROTOCOL=environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
+        cgi = CgiRequest(
+            method=record.method,
+            path_info=path_info,
+            query=record.query,
+            content_type=environ.get("CONTENT_TYPE", ""),
+            content_length=environ.get("CONTENT_LENGTH") or None,  # absent when chunked
+            content_encoding=environ.get("HTTP_CONTENT_ENCODING"),
+            git_protocol=record.git_protocol,
+            remote_addr=environ.get("REMOTE_ADDR", ""),
+            remote_user=GIT_USER if record.authorised else None,
+            server_protocol=environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
         )
-        # No CONTENT_LENGTH (a chunked request body): http-backend reads stdin to its end.
-        if environ.get("CONTENT_LENGTH"):
-            env["CONTENT_LENGTH"] = environ["CONTENT_LENGTH"]
-        # Clients gzip request bodies over 1 KiB; http-backend inflates them when told.
-        if environ.get("HTTP_CONTENT_ENCODING"):
-            env["HTTP_CONTENT_ENCODING"] = environ["HTTP_CONTENT_ENCODING"]
-        if record.git_protocol:
-            # git 2.34+ copies HTTP_GIT_PROTOCOL itself; older ones need GIT_PROTOCOL.
-            env["HTTP_GIT_PROTOCOL"] = env["GIT_PROTOCOL"] = record.git_protocol
-        if record.authorised:
-            env["REMOTE_USER"] = GIT_USER
+        env = backend_env(cgi, project_root=self.root, home=self.root)
         stderr = tempfile.TemporaryFile()
         proc = subprocess.Popen(
             ["git", "http-backend"],
@@ -449,20 +429,13 @@ def _feed(source: IO[bytes], sink: IO[bytes]) -> None:
 def _cgi_headers(stdout: IO[bytes]) -> tuple[str | None, list[tuple[str, str]]]:
     """The CGI header block: ``Status:`` as werkzeug's status string (``"200 OK"`` when
     absent, as CGI says) and the other headers; ``(None, [])`` if the output ends first."""
-    status = "200 OK"
-    headers: list[tuple[str, str]] = []
+    head = CgiHead()
     while True:
         line = stdout.readline()
         if not line:
             return None, []
-        text = line.decode("latin-1").rstrip("\r\n")
-        if not text:
-            return status, headers
-        name, _, value = text.partition(":")
-        if name.strip().lower() == "status":
-            status = value.strip()
-        else:
-            headers.append((name.strip(), value.strip()))
+        if head.feed(line):
+            return head.status_line, head.headers
 
 
 def _require_git() -> None:

@@ -1,0 +1,125 @@
+"""``make demo``: push to live on a fresh machine.
+
+Starts the embedded platform, creates a user on its built-in git remote, ``git push``es
+``examples/`` as a repository, waits for the pipeline, calls the function at its URL
+and prints the answer and ``push-to-live``; then pushes a one-line change and prints
+the redeploy time. Stops everything at the end, unless ``--keep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+OFC = str(REPO / "bin" / "ofc")
+USER = "demo"
+FUNCTION = f"{USER}-hello"
+
+
+def ofc(*args: str, capture: bool = False) -> str:
+    result = subprocess.run([OFC, *args], text=True, capture_output=capture, check=False)
+    if result.returncode != 0:
+        detail = (result.stderr or "").strip() if capture else ""
+        sys.exit(f"demo: `ofc {' '.join(args)}` failed {detail}")
+    return result.stdout if capture else ""
+
+
+def git_env(home: Path, token: str) -> dict[str, str]:
+    """git with no system or user configuration, and the token given only through askpass."""
+    askpass = home / "askpass.sh"
+    askpass.write_text('#!/bin/sh\ncase "$1" in Username*) echo "$OFC_GIT_USER";; *) echo "$OFC_GIT_TOKEN";; esac\n')
+    askpass.chmod(0o700)
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": str(askpass),
+        "OFC_GIT_USER": USER,
+        "OFC_GIT_TOKEN": token,
+        "GIT_AUTHOR_NAME": "Demo",
+        "GIT_AUTHOR_EMAIL": "demo@example.com",
+        "GIT_COMMITTER_NAME": "Demo",
+        "GIT_COMMITTER_EMAIL": "demo@example.com",
+    }
+
+
+def git(work: Path, env: dict[str, str], *args: str) -> None:
+    subprocess.run(["git", *args], cwd=work, env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def wait_for(url: str, expect: str, timeout: float = 120.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            response = requests.get(url, params={"name": "demo"}, timeout=5)
+            if response.status_code == 200 and expect in response.text:
+                return response.text
+        except requests.RequestException:
+            pass
+        time.sleep(0.02)
+    sys.exit(f"demo: {url} did not answer with {expect!r} within {timeout:g} s; see `bin/ofc logs git-tar`")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keep", action="store_true", help="leave the platform running")
+    args = parser.parse_args()
+    os.environ.setdefault("OFC_STATE_DIR", str(REPO / ".ofc"))
+    gateway = f"http://127.0.0.1:{os.environ.setdefault('OFC_GATEWAY_PORT', '8080')}"
+    git_port = os.environ.setdefault("OFC_GIT_PORT", "8082")
+
+    subprocess.run([OFC, "down"], capture_output=True, check=False)
+    print(f"==> starting the platform ({gateway}, state in {os.environ['OFC_STATE_DIR']})", flush=True)
+    ofc("up", "--detach")
+    try:
+        ofc("user", "remove", USER, capture=True) if USER in ofc("user", "list", capture=True).split() else None
+        token = ofc("user", "add", USER, capture=True).strip().splitlines()[-1]
+        with tempfile.TemporaryDirectory(prefix="ofc-demo-") as tmp:
+            work = Path(tmp) / "hello-world"
+            shutil.copytree(REPO / "examples", work)
+            env = git_env(Path(tmp), token)
+            remote = f"http://127.0.0.1:{git_port}/git/{USER}/hello-world.git"
+            git(work, env, "init", "-q", "-b", "main")
+            git(work, env, "add", "-A")
+            git(work, env, "commit", "-q", "-m", "hello world")
+            print(f"==> git push {remote} main", flush=True)
+            started = time.monotonic()
+            git(work, env, "push", "-q", remote, "main")
+            url = f"{gateway}/function/{FUNCTION}"
+            answer = wait_for(url, "Hello")
+            first = time.monotonic() - started
+            print(f"==> {url}?name=demo answered: {answer.strip()}")
+            print(f"push-to-live: {first:.2f} s", flush=True)
+
+            stack = work / "stack.yml"  # one line: the greeting the function is deployed with
+            stack.write_text(stack.read_text().replace("greeting: Hello", "greeting: Hi again"))
+            git(work, env, "commit", "-q", "-am", "a one-line change")
+            started = time.monotonic()
+            git(work, env, "push", "-q", remote, "main")
+            answer = wait_for(url, "Hi again")
+            print(f"==> after a one-line change: {answer.strip()}")
+            print(f"redeploy: {time.monotonic() - started:.2f} s", flush=True)
+    except BaseException:
+        if not args.keep:
+            subprocess.run([OFC, "down"], capture_output=True, check=False)
+        raise
+    if args.keep:
+        print(f"==> still running. Functions: `bin/ofc list`; pipeline logs: `bin/ofc logs git-tar`, "
+              f"`bin/ofc logs buildshiprun`; push more to {remote}; stop with `bin/ofc down`.")
+    else:
+        ofc("down")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
