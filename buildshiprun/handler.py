@@ -26,7 +26,7 @@ import requests
 
 from sdk.config import ConfigError, env_bool, env_duration, env_int, env_str
 from sdk.events import BuildRequest, BuildResult, CommitStatus, PipelineLog, PushEvent, RecordError
-from sdk.function import Rejected, check_cloud_signature, json_answer, parse_json
+from sdk.function import Rejected, configured, json_answer, read_signed
 from sdk.gateway import GatewayClient, GatewayError
 from sdk.openfaas import FunctionDeployment, Resources, validate_name
 from sdk.secrets import DEFAULT_MOUNT_PATH, SecretMissing, read_secret
@@ -321,32 +321,17 @@ class BuildShipRun:
         raise Failed(f"{name} did not start within {self.cfg.ready_timeout:g} s; see its logs")
 
 
-def _load() -> BuildShipRun | ConfigError:
-    try:
-        return BuildShipRun(Config.from_env(os.environ))
-    except ConfigError as exc:
-        log.error("configuration error: %s", exc)
-        return exc
-
-
-BUILD_SHIP_RUN = _load()
+BUILD_SHIP_RUN = configured(lambda: BuildShipRun(Config.from_env(os.environ)), "buildshiprun")
 
 
 def handle(event: Any, context: Any) -> dict[str, Any]:
     if isinstance(BUILD_SHIP_RUN, ConfigError):
-        return json_answer(
-            500, {"status": "failure", "reason": f"buildshiprun is misconfigured: {BUILD_SHIP_RUN}"}
-        )
+        reason = f"buildshiprun is misconfigured: {BUILD_SHIP_RUN}"
+        return json_answer(500, {"status": "failure", "reason": reason})
     try:
-        secret = read_secret("payload-secret", BUILD_SHIP_RUN.cfg.secret_mount_path)
-        check_cloud_signature(event.body, event.headers, secret)
-        request = BuildRequest.from_json(parse_json(event.body))
-    except SecretMissing as exc:
-        return json_answer(
-            500, {"status": "failure", "reason": f"the platform is misconfigured: {exc}"}
+        request, secret = read_signed(
+            event.body, event.headers, BuildRequest, BUILD_SHIP_RUN.cfg.secret_mount_path
         )
     except Rejected as exc:
         return json_answer(exc.status, {"status": "failure", "reason": exc.message})
-    except RecordError as exc:
-        return json_answer(400, {"status": "failure", "reason": str(exc)})
     return json_answer(200, BUILD_SHIP_RUN.run(request, secret))

@@ -50,9 +50,8 @@ from sdk.events import (
     CommitStatus,
     GarbageRequest,
     PushEvent,
-    RecordError,
 )
-from sdk.function import Rejected, check_cloud_signature, json_answer, parse_json
+from sdk.function import Rejected, configured, json_answer, read_signed
 from sdk.gateway import GatewayClient, GatewayError
 from sdk.github_app import GitHubApp, GitHubError
 from sdk.gitremote import read_token
@@ -401,15 +400,7 @@ class GitTar:
             log.warning("cannot garbage-collect %s: %s", push.full_name, exc)
 
 
-def _load() -> GitTar | ConfigError:
-    try:
-        return GitTar(Config.from_env(os.environ))
-    except ConfigError as exc:
-        log.error("configuration error: %s", exc)
-        return exc
-
-
-GIT_TAR = _load()
+GIT_TAR = configured(lambda: GitTar(Config.from_env(os.environ)), "git-tar")
 
 
 def handle(event: Any, context: Any) -> dict[str, Any]:
@@ -418,15 +409,7 @@ def handle(event: Any, context: Any) -> dict[str, Any]:
             500, {"status": "failure", "reason": f"git-tar is misconfigured: {GIT_TAR}"}
         )
     try:
-        secret = read_secret("payload-secret", GIT_TAR.cfg.secret_mount_path)
-        check_cloud_signature(event.body, event.headers, secret)
-        push = PushEvent.from_json(parse_json(event.body))
-    except SecretMissing as exc:
-        return json_answer(
-            500, {"status": "failure", "reason": f"the platform is misconfigured: {exc}"}
-        )
+        push, _ = read_signed(event.body, event.headers, PushEvent, GIT_TAR.cfg.secret_mount_path)
     except Rejected as exc:
         return json_answer(exc.status, {"status": "failure", "reason": exc.message})
-    except RecordError as exc:
-        return json_answer(400, {"status": "failure", "reason": str(exc)})
     return json_answer(200, GIT_TAR.run(push))

@@ -27,7 +27,7 @@ from sdk.audit import Auditor
 from sdk.config import ConfigError, env_bool, env_str
 from sdk.customers import Customers
 from sdk.events import AuditEvent, GarbageRequest, PushEvent, RecordError
-from sdk.function import Rejected, answer
+from sdk.function import Rejected, answer, configured
 from sdk.gateway import GatewayClient, GatewayError
 from sdk.secrets import DEFAULT_MOUNT_PATH, SecretMissing, read_secret
 from sdk.signing import CLOUD_SIGNATURE, sign, verify_github
@@ -81,7 +81,9 @@ class Receiver:
             if cfg.validate_customers
             else None
         )
-        self.auditor = Auditor(cfg.audit_url or None, payload_secret=self.optional_secret("payload-secret"))
+        self.auditor = Auditor(
+            cfg.audit_url or None, payload_secret=self.optional_secret("payload-secret")
+        )
 
     def optional_secret(self, name: str) -> str:
         try:
@@ -224,15 +226,7 @@ class Receiver:
             raise Rejected(502, f"cannot queue {function}: {exc.message}") from None
 
 
-def _load() -> Receiver | ConfigError:
-    try:
-        return Receiver(Config.from_env(os.environ))
-    except ConfigError as exc:
-        logging.getLogger("github-event").error("configuration error: %s", exc)
-        return exc
-
-
-RECEIVER = _load()
+RECEIVER = configured(lambda: Receiver(Config.from_env(os.environ)), "github-event")
 
 
 def handle(event: Any, context: Any) -> dict[str, Any]:

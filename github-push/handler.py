@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdk.config import ConfigError, env_bool, env_str
-from sdk.events import STACK_CONTEXT, CommitStatus, PushEvent, RecordError
-from sdk.function import Rejected, answer, check_cloud_signature, parse_json
+from sdk.events import STACK_CONTEXT, CommitStatus, PushEvent
+from sdk.function import Rejected, answer, configured, read_signed
 from sdk.gateway import GatewayClient, GatewayError
-from sdk.secrets import DEFAULT_MOUNT_PATH, SecretMissing, read_secret
+from sdk.secrets import DEFAULT_MOUNT_PATH
 from sdk.signing import CLOUD_SIGNATURE, sign
 from sdk.status import StatusReporter
 
@@ -51,13 +51,6 @@ class Pusher:
         self.cfg = cfg
         self.gateway = GatewayClient(cfg.gateway_url, timeout=8.0)
 
-    def payload_secret(self) -> str:
-        try:
-            return read_secret("payload-secret", self.cfg.secret_mount_path)
-        except SecretMissing as exc:
-            log.error("%s", exc)
-            raise Rejected(500, f"the platform is misconfigured: {exc}") from None
-
     @staticmethod
     def call_headers(body: bytes, secret: str, push: PushEvent) -> dict[str, str]:
         headers = {CLOUD_SIGNATURE: sign(body, secret)}
@@ -66,12 +59,7 @@ class Pusher:
         return headers
 
     def receive(self, body: bytes, headers: Any) -> tuple[int, str]:
-        secret = self.payload_secret()
-        check_cloud_signature(body, headers, secret)
-        try:
-            push = PushEvent.from_json(parse_json(body))
-        except RecordError as exc:
-            raise Rejected(400, str(exc)) from None
+        push, secret = read_signed(body, headers, PushEvent, self.cfg.secret_mount_path)
         branch = build_branch_for(push, self.cfg.build_branch)
         if push.branch != branch:
             return 202, f"ignored: {push.branch} is not the build branch ({branch})"
@@ -99,15 +87,7 @@ class Pusher:
         return 202, f"building {push.full_name}@{push.sha[:12]}"
 
 
-def _load() -> Pusher | ConfigError:
-    try:
-        return Pusher(Config.from_env(os.environ))
-    except ConfigError as exc:
-        log.error("configuration error: %s", exc)
-        return exc
-
-
-PUSHER = _load()
+PUSHER = configured(lambda: Pusher(Config.from_env(os.environ)), "github-push")
 
 
 def handle(event: Any, context: Any) -> dict[str, Any]:

@@ -9,12 +9,27 @@ real faults.
 from __future__ import annotations
 
 import json
-from typing import Any
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from sdk.config import ConfigError
 from sdk.openfaas import RecordError
+from sdk.secrets import SecretMissing, read_secret
 from sdk.signing import CLOUD_SIGNATURE, verify
 
-__all__ = ["answer", "json_answer", "parse_json", "check_cloud_signature", "Rejected"]
+__all__ = [
+    "answer",
+    "json_answer",
+    "parse_json",
+    "check_cloud_signature",
+    "read_signed",
+    "configured",
+    "Rejected",
+]
+
+R = TypeVar("R")
+C = TypeVar("C")
 
 
 class Rejected(Exception):
@@ -63,3 +78,33 @@ def check_cloud_signature(body: bytes, headers: Any, payload_secret: str) -> Non
 def rejected_from(exc: RecordError) -> Rejected:
     """A record that does not parse is the caller's mistake: 400 with the reason."""
     return Rejected(400, str(exc))
+
+
+def read_signed(
+    body: bytes, headers: Any, record_type: type[R], secret_mount_path: str
+) -> tuple[R, str]:
+    """The request's record and the payload secret, once ``X-Cloud-Signature`` checks out.
+
+    Raises :class:`Rejected`: 500 when the payload secret is not mounted (the platform is
+    misconfigured), 401 for a bad signature, 400 for a body that is not the record.
+    """
+    try:
+        secret = read_secret("payload-secret", secret_mount_path)
+    except SecretMissing as exc:
+        raise Rejected(500, f"the platform is misconfigured: {exc}") from None
+    check_cloud_signature(body, headers, secret)
+    try:
+        record = record_type.from_json(parse_json(body))  # type: ignore[attr-defined]
+    except RecordError as exc:
+        raise Rejected(400, str(exc)) from None
+    return record, secret
+
+
+def configured(make: Callable[[], C], name: str) -> C | ConfigError:
+    """Build a function's core once at import; a configuration error is kept, not raised,
+    so that every call can answer 500 saying what to fix instead of the import failing."""
+    try:
+        return make()
+    except ConfigError as exc:
+        logging.getLogger(name).error("configuration error: %s", exc)
+        return exc
