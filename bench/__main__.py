@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import async_drain, deploy_ready, harness, sync_invoke
+from bench import async_drain, deploy_ready, harness, push_to_live, sync_invoke
 from bench.harness import PROCESSES, Gateway, Ledger, ensure_wrk, log, skipped
 
 OUT = Path(__file__).resolve().parent / "results.json"
@@ -54,6 +54,13 @@ PLANNED: list[tuple[Any, list[tuple[str, str, str, str | None]]]] = [
     (
         deploy_ready,
         [("deploy_to_ready_cached_venv", "s", "bare start of index.py", "ratio < 1.5")],
+    ),
+    (
+        push_to_live,
+        [
+            ("push_to_live_first_deploy", "s", "bare minimum", "< 2 s"),
+            ("push_to_live_one_line_change", "s", "bare minimum", "< 1.5 s"),
+        ],
     ),
 ]
 
@@ -148,7 +155,7 @@ def main() -> int:
         log(notes[-1])
 
         ledger = Ledger(gw.pid)
-        sync_planned, async_planned, deploy_planned = (p for _, p in PLANNED)
+        sync_planned, async_planned, deploy_planned, push_planned = (p for _, p in PLANNED)
         why_not = ensure_wrk()
         if why_not:
             log(f"sync_invoke: SKIPPED: {why_not}")
@@ -161,6 +168,9 @@ def main() -> int:
         benchmarks += records
         ok &= good
         records, good = _run_one(deploy_ready, deploy_planned, lambda: deploy_ready.run(gw, ledger))
+        benchmarks += records
+        ok &= good
+        records, good = _run_one(push_to_live, push_planned, lambda: push_to_live.run(gw.venv_dir))
         benchmarks += records
         ok &= good
         notes.append(

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import requests
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ofc.gitclient import git, git_env  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 OFC = str(REPO / "bin" / "ofc")
 USER = "demo"
@@ -33,30 +36,6 @@ def ofc(*args: str, capture: bool = False) -> str:
     return result.stdout if capture else ""
 
 
-def git_env(home: Path, token: str) -> dict[str, str]:
-    """git with no system or user configuration, and the token given only through askpass."""
-    askpass = home / "askpass.sh"
-    askpass.write_text('#!/bin/sh\ncase "$1" in Username*) echo "$OFC_GIT_USER";; *) echo "$OFC_GIT_TOKEN";; esac\n')
-    askpass.chmod(0o700)
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_ASKPASS": str(askpass),
-        "OFC_GIT_USER": USER,
-        "OFC_GIT_TOKEN": token,
-        "GIT_AUTHOR_NAME": "Demo",
-        "GIT_AUTHOR_EMAIL": "demo@example.com",
-        "GIT_COMMITTER_NAME": "Demo",
-        "GIT_COMMITTER_EMAIL": "demo@example.com",
-    }
-
-
-def git(work: Path, env: dict[str, str], *args: str) -> None:
-    subprocess.run(["git", *args], cwd=work, env=env, check=True, stdout=subprocess.DEVNULL)
-
-
 def wait_for(url: str, expect: str, timeout: float = 120.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -67,7 +46,9 @@ def wait_for(url: str, expect: str, timeout: float = 120.0) -> str:
         except requests.RequestException:
             pass
         time.sleep(0.02)
-    sys.exit(f"demo: {url} did not answer with {expect!r} within {timeout:g} s; see `bin/ofc logs git-tar`")
+    sys.exit(
+        f"demo: {url} did not answer with {expect!r} within {timeout:g} s; see `bin/ofc logs git-tar`"
+    )
 
 
 def main() -> int:
@@ -79,15 +60,19 @@ def main() -> int:
     git_port = os.environ.setdefault("OFC_GIT_PORT", "8082")
 
     subprocess.run([OFC, "down"], capture_output=True, check=False)
-    print(f"==> starting the platform ({gateway}, state in {os.environ['OFC_STATE_DIR']})", flush=True)
+    print(
+        f"==> starting the platform ({gateway}, state in {os.environ['OFC_STATE_DIR']})", flush=True
+    )
     ofc("up", "--detach")
     try:
-        ofc("user", "remove", USER, capture=True) if USER in ofc("user", "list", capture=True).split() else None
+        ofc("user", "remove", USER, capture=True) if USER in ofc(
+            "user", "list", capture=True
+        ).split() else None
         token = ofc("user", "add", USER, capture=True).strip().splitlines()[-1]
         with tempfile.TemporaryDirectory(prefix="ofc-demo-") as tmp:
             work = Path(tmp) / "hello-world"
             shutil.copytree(REPO / "examples", work)
-            env = git_env(Path(tmp), token)
+            env = git_env(Path(tmp), USER, token)
             remote = f"http://127.0.0.1:{git_port}/git/{USER}/hello-world.git"
             git(work, env, "init", "-q", "-b", "main")
             git(work, env, "add", "-A")
@@ -114,8 +99,10 @@ def main() -> int:
             subprocess.run([OFC, "down"], capture_output=True, check=False)
         raise
     if args.keep:
-        print(f"==> still running. Functions: `bin/ofc list`; pipeline logs: `bin/ofc logs git-tar`, "
-              f"`bin/ofc logs buildshiprun`; push more to {remote}; stop with `bin/ofc down`.")
+        print(
+            f"==> still running. Functions: `bin/ofc list`; pipeline logs: `bin/ofc logs git-tar`, "
+            f"`bin/ofc logs buildshiprun`; push more to {remote}; stop with `bin/ofc down`."
+        )
     else:
         ofc("down")
     return 0
