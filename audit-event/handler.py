@@ -25,7 +25,7 @@ import requests
 
 from sdk.config import ConfigError, env_str
 from sdk.events import AuditEvent, RecordError
-from sdk.function import Rejected, answer, check_cloud_signature, parse_json
+from sdk.function import Rejected, answer, check_cloud_signature, configured, parse_json
 from sdk.secrets import DEFAULT_MOUNT_PATH, SecretMissing, read_secret
 
 log = logging.getLogger("audit-event")
@@ -117,19 +117,16 @@ def build(cfg: Config) -> AuditTrail:
     return AuditTrail(cfg, read_secret("payload-secret", cfg.secret_mount_path), requests.Session())
 
 
-def _load() -> AuditTrail | str:
-    try:
-        return build(Config.from_env(os.environ))
-    except (ConfigError, SecretMissing, ValueError, OSError) as exc:
-        log.error("configuration error: %s", exc)
-        return str(exc)
-
-
-TRAIL = _load()
+# Startup errors: a bad setting, a secret that is not mounted, a storage root that cannot be made.
+TRAIL = configured(
+    lambda: build(Config.from_env(os.environ)),
+    "audit-event",
+    errors=(ConfigError, SecretMissing, ValueError, OSError),
+)
 
 
 def handle(event: Any, context: Any) -> dict[str, Any]:
-    if isinstance(TRAIL, str):
+    if isinstance(TRAIL, Exception):
         return answer(500, f"audit-event is misconfigured: {TRAIL}")
     if event.method != "POST":
         reply = answer(405, f"{event.method} is not allowed: POST an AuditEvent")

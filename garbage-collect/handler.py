@@ -31,7 +31,14 @@ from typing import Any
 from sdk.audit import Auditor
 from sdk.config import ConfigError, env_str
 from sdk.events import AuditEvent, GarbageRequest, RecordError
-from sdk.function import Rejected, answer, check_cloud_signature, json_answer, parse_json
+from sdk.function import (
+    Rejected,
+    answer,
+    check_cloud_signature,
+    configured,
+    json_answer,
+    parse_json,
+)
 from sdk.gateway import GatewayClient, GatewayError
 from sdk.secrets import DEFAULT_MOUNT_PATH, SecretMissing, read_secret
 
@@ -161,19 +168,16 @@ def build(cfg: Config) -> Collector:
     return Collector(gateway, payload_secret, Auditor(cfg.audit_url, payload_secret=payload_secret))
 
 
-def _load() -> Collector | str:
-    try:
-        return build(Config.from_env(os.environ))
-    except (ConfigError, SecretMissing, ValueError, OSError) as exc:
-        log.error("configuration error: %s", exc)
-        return str(exc)
-
-
-COLLECTOR = _load()
+# Startup errors: a bad setting, a secret that is not mounted, a storage root that cannot be made.
+COLLECTOR = configured(
+    lambda: build(Config.from_env(os.environ)),
+    "garbage-collect",
+    errors=(ConfigError, SecretMissing, ValueError, OSError),
+)
 
 
 def handle(event: Any, context: Any) -> dict[str, Any]:
-    if isinstance(COLLECTOR, str):
+    if isinstance(COLLECTOR, Exception):
         return answer(500, f"garbage-collect is misconfigured: {COLLECTOR}")
     if event.method != "POST":
         reply = answer(405, f"{event.method} is not allowed: POST a GarbageRequest")

@@ -29,7 +29,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 from sdk.config import ConfigError, env_str
-from sdk.function import Rejected, answer, check_cloud_signature, json_answer, parse_json
+from sdk.function import (
+    Rejected,
+    answer,
+    check_cloud_signature,
+    configured,
+    json_answer,
+    parse_json,
+)
 from sdk.gateway import GatewayClient, GatewayError
 from sdk.secrets import DEFAULT_MOUNT_PATH, SecretMissing, read_secret
 from sdk.urls import function_url, function_url_template
@@ -166,19 +173,16 @@ def build(cfg: Config) -> Lister:
     return Lister(cfg, gateway, read_secret("payload-secret", cfg.secret_mount_path))
 
 
-def _load() -> Lister | str:
-    try:
-        return build(Config.from_env(os.environ))
-    except (ConfigError, SecretMissing, ValueError, OSError) as exc:
-        log.error("configuration error: %s", exc)
-        return str(exc)
-
-
-LISTER = _load()
+# Startup errors: a bad setting, a secret that is not mounted, a storage root that cannot be made.
+LISTER = configured(
+    lambda: build(Config.from_env(os.environ)),
+    "list-functions",
+    errors=(ConfigError, SecretMissing, ValueError, OSError),
+)
 
 
 def handle(event: Any, context: Any) -> dict[str, Any]:
-    if isinstance(LISTER, str):
+    if isinstance(LISTER, Exception):
         return answer(500, f"list-functions is misconfigured: {LISTER}")
     try:
         return json_answer(200, LISTER.list(LISTER.user_of(event)))

@@ -31,7 +31,7 @@ from typing import Any
 
 from sdk.config import ConfigError, env_bool, env_str
 from sdk.events import PipelineLog, RecordError
-from sdk.function import Rejected, answer, check_cloud_signature, parse_json
+from sdk.function import Rejected, answer, check_cloud_signature, configured, parse_json
 from sdk.logstore import (
     FileLogStore,
     LogKey,
@@ -159,19 +159,16 @@ def build(cfg: Config) -> PipelineLogService:
     return PipelineLogService(store, payload_secret)
 
 
-def _load() -> PipelineLogService | str:
-    try:
-        return build(Config.from_env(os.environ))
-    except (ConfigError, SecretMissing, ValueError, OSError) as exc:
-        log.error("configuration error: %s", exc)
-        return str(exc)
-
-
-SERVICE = _load()
+# Startup errors: a bad setting, a secret that is not mounted, a storage root that cannot be made.
+SERVICE = configured(
+    lambda: build(Config.from_env(os.environ)),
+    "pipeline-log",
+    errors=(ConfigError, SecretMissing, ValueError, OSError),
+)
 
 
 def handle(event: Any, context: Any) -> dict[str, Any]:
-    if isinstance(SERVICE, str):
+    if isinstance(SERVICE, Exception):
         return answer(500, f"pipeline-log is misconfigured: {SERVICE}")
     try:
         status, text = SERVICE.route(event)

@@ -100,11 +100,17 @@ def read_signed(
     return record, secret
 
 
-def configured(make: Callable[[], C], name: str) -> C | ConfigError:
-    """Build a function's core once at import; a configuration error is kept, not raised,
-    so that every call can answer 500 saying what to fix instead of the import failing."""
+def configured(
+    make: Callable[[], C],
+    name: str,
+    *,
+    errors: tuple[type[Exception], ...] = (ConfigError,),
+) -> C | Exception:
+    """Build a function's core once at import; a startup error in ``errors`` (a bad
+    setting, a secret not mounted) is kept, not raised, so every call can answer 500
+    saying what to fix instead of the import failing."""
     try:
         return make()
-    except ConfigError as exc:
+    except errors as exc:
         logging.getLogger(name).error("configuration error: %s", exc)
         return exc
