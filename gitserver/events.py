@@ -220,7 +220,8 @@ def _user(ctx: PushContext, user: User) -> dict[str, Any]:
 
 # Templated URL fields GitHub's repository object must have; this server serves none of
 # them, but consumers expect the shape.
-_REPO_URLS = {
+# The URL fields GitHub puts in a push event's repository, relative to the repository's URL.
+REPOSITORY_URL_FIELDS = {
     "forks_url": "forks",
     "keys_url": "keys{/key_id}",
     "collaborators_url": "collaborators{/collaborator}",
@@ -276,7 +277,7 @@ def _repository(ctx: PushContext) -> dict[str, Any]:
         "description": None,
         "fork": False,
         "url": ctx.html_url,
-        **{key: f"{ctx.html_url}/{suffix}" for key, suffix in _REPO_URLS.items()},
+        **{key: f"{ctx.html_url}/{suffix}" for key, suffix in REPOSITORY_URL_FIELDS.items()},
         "created_at": ctx.created_at,
         "updated_at": datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "pushed_at": now,

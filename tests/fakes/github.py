@@ -51,6 +51,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from gitserver.events import REPOSITORY_URL_FIELDS
 from sdk.signing import sign
 
 __all__ = [
@@ -967,44 +968,6 @@ def _repository(
     repo_id = _repo_id(owner, repo)
     owner_object = _user(owner, owner_id, owner_type)
     owner_object.update(name=owner, email=None)
-    templated = {
-        "keys_url": "keys{/key_id}",
-        "collaborators_url": "collaborators{/collaborator}",
-        "issue_events_url": "issues/events{/number}",
-        "assignees_url": "assignees{/user}",
-        "branches_url": "branches{/branch}",
-        "blobs_url": "git/blobs{/sha}",
-        "git_tags_url": "git/tags{/sha}",
-        "git_refs_url": "git/refs{/sha}",
-        "trees_url": "git/trees{/sha}",
-        "statuses_url": "statuses/{sha}",
-        "contributors_url": "contributors",
-        "subscribers_url": "subscribers",
-        "subscription_url": "subscription",
-        "commits_url": "commits{/sha}",
-        "git_commits_url": "git/commits{/sha}",
-        "comments_url": "comments{/number}",
-        "issue_comment_url": "issues/comments{/number}",
-        "contents_url": "contents/{+path}",
-        "compare_url": "compare/{base}...{head}",
-        "merges_url": "merges",
-        "archive_url": "{archive_format}{/ref}",
-        "downloads_url": "downloads",
-        "issues_url": "issues{/number}",
-        "pulls_url": "pulls{/number}",
-        "milestones_url": "milestones{/number}",
-        "notifications_url": "notifications{?since,all,participating}",
-        "labels_url": "labels{/name}",
-        "releases_url": "releases{/id}",
-        "deployments_url": "deployments",
-        "forks_url": "forks",
-        "teams_url": "teams",
-        "hooks_url": "hooks",
-        "events_url": "events",
-        "tags_url": "tags",
-        "languages_url": "languages",
-        "stargazers_url": "stargazers",
-    }
     return {
         "id": repo_id,
         "node_id": _node_id("R", repo_id),
@@ -1016,7 +979,7 @@ def _repository(
         "description": None,
         "fork": False,
         "url": f"https://github.com/{full}",
-        **{key: f"{api}/{suffix}" for key, suffix in templated.items()},
+        **{key: f"{api}/{suffix}" for key, suffix in REPOSITORY_URL_FIELDS.items()},
         "created_at": 1_700_000_000,
         "updated_at": "2024-01-02T03:04:05Z",
         "pushed_at": int(time.time()),
