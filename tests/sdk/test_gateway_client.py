@@ -36,12 +36,17 @@ def test_invoke_async_never_sends_the_gateway_credentials_to_the_function(gatewa
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        gateway.client.invoke_async("echo", b"x", callback_url=f"http://127.0.0.1:{server.server_port}/")
+        call_id = gateway.client.invoke_async(
+            "echo", b"x", callback_url=f"http://127.0.0.1:{server.server_port}/"
+        )
         seen = json.loads(received.get(timeout=30))["headers"]
     finally:
         server.shutdown()
         server.server_close()
     assert "authorization" not in seen
+    # The function sees the call id the caller was given, as with a synchronous call.
+    assert seen["x-call-id"] == call_id
+    assert seen["x-forwarded-for"] == "127.0.0.1"
 
 
 def test_system_call_with_wrong_credentials_raises_401(gateway: RunningGateway) -> None:

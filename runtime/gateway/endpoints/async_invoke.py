@@ -7,12 +7,10 @@ worker POSTs the function's answer there when the call finishes.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from runtime.gateway.endpoints.invoke import split_function_target
+from runtime.gateway.endpoints.invoke import proxy_headers, split_function_target
 from runtime.gateway.web import HttpError, error_response
 from runtime.httpcore.server import Handler, Request, Response
 from runtime.httpcore.streams import BodyError, BodyTooLarge
@@ -54,14 +52,11 @@ def make_async_invoke_handler(
             return error_response(413, str(exc))
         except BodyError:
             return error_response(400, "request body was cut short")
-        raw_call_id = request.header(b"x-call-id")
-        call_id = raw_call_id.decode("latin-1") if raw_call_id else uuid.uuid4().hex
+        forwarded, call_id_bytes, start_ns = proxy_headers(request)
+        call_id = call_id_bytes.decode("latin-1")
         path, _, query = target.partition(b"?")
-        headers = [
-            (n.decode("latin-1"), v.decode("latin-1"))
-            for n, v in request.headers
-            if n not in (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect")
-        ]
+        # Kept as the function will receive them, X-Call-Id included.
+        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in forwarded]
         try:
             store.enqueue(
                 NewCall(
@@ -81,8 +76,8 @@ def make_async_invoke_handler(
         return Response(
             202,
             [
-                (b"x-call-id", call_id.encode()),
-                (b"x-start-time", b"%d" % time.time_ns()),
+                (b"x-call-id", call_id_bytes),
+                (b"x-start-time", start_ns),
                 (b"content-type", b"text/plain; charset=utf-8"),
             ],
             b"",

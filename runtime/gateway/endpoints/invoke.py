@@ -22,8 +22,18 @@ from runtime.httpcore.upstream import (
 )
 
 PREFIX = b"/function/"
+# Hop-by-hop headers, and the two the gateway sets on the answer itself.
 _RESPONSE_DROP = frozenset(
-    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"trailer", b"upgrade"}
+    {
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"content-length",
+        b"trailer",
+        b"upgrade",
+        b"x-call-id",
+        b"x-start-time",
+    }
 )
 
 
@@ -50,6 +60,37 @@ def split_function_target(target: bytes, prefix: bytes = PREFIX) -> tuple[str, b
     return name_str, tail
 
 
+def proxy_headers(request: Request) -> tuple[list[tuple[bytes, bytes]], bytes, bytes]:
+    """What a function receives: the caller's headers minus hop-by-hop ones, plus
+    ``X-Call-Id`` (the caller's, or a new one), ``X-Start-Time`` and, when absent,
+    ``X-Forwarded-For``/``X-Forwarded-Host``, as the OpenFaaS gateway sends them.
+
+    Returns the headers, the call id and the start time. One scan of the request's
+    headers besides :func:`forwardable`'s: this runs on every call.
+    """
+    headers = forwardable(request.headers)
+    call_id = forwarded_for = forwarded_host = host = None
+    for name, value in request.headers:
+        if name == b"x-call-id":
+            call_id = value
+        elif name == b"x-forwarded-for":
+            forwarded_for = value
+        elif name == b"x-forwarded-host":
+            forwarded_host = value
+        elif name == b"host":
+            host = value
+    if call_id is None:
+        call_id = os.urandom(16).hex().encode()  # as unique as uuid4, without the object
+        headers.append((b"x-call-id", call_id))
+    start_ns = b"%d" % time.time_ns()
+    headers.append((b"x-start-time", start_ns))
+    if forwarded_for is None:
+        headers.append((b"x-forwarded-for", request.client.encode()))
+    if forwarded_host is None and host is not None:
+        headers.append((b"x-forwarded-host", host))
+    return headers, call_id, start_ns
+
+
 def make_invoke_handler(invoker: Invoker, *, timeout: float) -> Handler:
     """Build the ``/function/`` handler proxying through ``invoker`` with ``timeout`` seconds."""
     pool = invoker.pool
@@ -61,19 +102,7 @@ def make_invoke_handler(invoker: Invoker, *, timeout: float) -> Handler:
             return error_response(400, "missing function name: call /function/<name>")
         name, target = split
         started = time.monotonic()
-        call_id = request.header(b"x-call-id")
-        headers = forwardable(request.headers)
-        if call_id is None:
-            call_id = os.urandom(16).hex().encode()  # as unique as uuid4, without the object
-            headers.append((b"x-call-id", call_id))
-        start_ns = b"%d" % time.time_ns()
-        headers.append((b"x-start-time", start_ns))
-        if request.header(b"x-forwarded-for") is None:
-            headers.append((b"x-forwarded-for", request.client.encode()))
-        if request.header(b"x-forwarded-host") is None:
-            host = request.header(b"host")
-            if host is not None:
-                headers.append((b"x-forwarded-host", host))
+        headers, call_id, start_ns = proxy_headers(request)
         # A replica that refuses the connection never saw the call (it may have just
         # crashed): try the next one once, then tell the caller it is not ready.
         for attempt in (1, 2):
