@@ -32,25 +32,28 @@ class GatewayMetrics:
 
     def __init__(self, namespace: str = "openfaas-fn") -> None:
         self.namespace = namespace
-        self._series: dict[tuple[str, int], _Series] = {}
+        # function -> status code -> series: a function's totals without scanning others'.
+        self._series: dict[str, dict[int, _Series]] = {}
 
     def observe(self, function: str, code: int, seconds: float) -> None:
         """Count one finished invocation of ``function`` answered with ``code``."""
-        series = self._series.get((function, code))
+        codes = self._series.get(function)
+        if codes is None:
+            codes = self._series[function] = {}
+        series = codes.get(code)
         if series is None:
-            series = self._series[(function, code)] = _Series()
+            series = codes[code] = _Series()
         series.count += 1
         series.total += seconds
         series.buckets[bisect_left(BUCKETS, seconds)] += 1
 
     def invocations(self, function: str) -> int:
         """All invocations of ``function`` so far, whatever their status."""
-        return sum(s.count for (name, _), s in self._series.items() if name == function)
+        return sum(s.count for s in self._series.get(function, {}).values())
 
     def forget(self, function: str) -> None:
         """Drop a removed function's series."""
-        for key in [k for k in self._series if k[0] == function]:
-            del self._series[key]
+        self._series.pop(function, None)
 
     def render(self, replica_counts: Iterable[tuple[str, int]]) -> str:
         """The Prometheus text exposition of every series."""
@@ -59,7 +62,11 @@ class GatewayMetrics:
             "# TYPE gateway_function_invocation_total counter",
         ]
         label: Callable[[str], str] = lambda fn: f"{fn}.{self.namespace}"  # noqa: E731
-        items = sorted(self._series.items())
+        items = sorted(
+            ((fn, code), series)
+            for fn, codes in self._series.items()
+            for code, series in codes.items()
+        )
         for (fn, code), series in items:
             lines.append(
                 f'gateway_function_invocation_total{{code="{code}",function_name="{label(fn)}"}} '
