@@ -202,6 +202,8 @@ def test_failed_build_reports_failure_with_the_reason_and_the_previous_version_k
     platform.push("alice", "deps", sha)
     run = platform.wait_run("alice", "deps", sha, "lasting")
     assert run["conclusion"] == "failure"
+    # The build log (pip's own reason) is on the check run, fetched from pipeline-log.
+    assert "this-package-does-not-exist-ofc" in (run["output"].get("text") or "")
     assert platform.wait_run("alice", "deps", sha, "stack-deploy")["conclusion"] == "failure"
     assert platform.call("alice-lasting").json() == {"hi": "lasting"}
 
