@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from werkzeug.datastructures import Headers
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 T = TypeVar("T")
 
@@ -178,3 +179,28 @@ class Cli:
         proc = self.run(*args, **kw)  # type: ignore[arg-type]
         assert proc.returncode == 0, f"ofc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
         return proc
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+class LoopbackWsgi:
+    """A WSGI app served on a free 127.0.0.1 port from a background thread (the fakes' server)."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self._server = make_server(
+            "127.0.0.1", 0, app, threaded=True, request_handler=_QuietHandler
+        )
+        self.port = int(self._server.server_port)
+        # A short poll interval: shutdown() waits for the loop to look, 0.5 s by default.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)

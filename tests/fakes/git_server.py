@@ -55,11 +55,11 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 import pytest
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 from werkzeug.wsgi import get_input_stream
 
 from gitserver.cgi import CgiHead, CgiRequest, backend_env, git_env
+from tests.helpers import LoopbackWsgi
 
 __all__ = [
     "GIT_USER",
@@ -118,11 +118,6 @@ class _Repo:
     default_branch: str
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
 def _text(status: int, message: str, **headers: str) -> Response:
     return Response(message, status=status, headers=headers, content_type="text/plain")
 
@@ -143,31 +138,20 @@ class GitServer:
         self._check: Callable[[str, str, str], bool] = _deny_all  # fail closed
         self._backends: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.RLock()
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackWsgi | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> GitServer:
         self.root.mkdir(parents=True, exist_ok=True)
-        self._server = make_server(
-            "127.0.0.1", 0, self._wsgi, threaded=True, request_handler=_QuietHandler
-        )
-        self.host = f"127.0.0.1:{self._server.server_port}"
+        self._server = LoopbackWsgi(self._wsgi)
+        self.host = f"127.0.0.1:{self._server.port}"
         self.url = f"http://{self.host}"
-        # A short poll interval: shutdown() waits for the loop to look, 0.5 s by default.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
         return self
 
     def stop(self) -> None:
         """Stop serving, then kill any ``git http-backend`` a client left running."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
+            self._server.stop()
         with self._lock:
             running = list(self._backends)
         for proc in running:

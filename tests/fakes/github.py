@@ -48,11 +48,11 @@ import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from gitserver.events import REPOSITORY_URL_FIELDS
 from sdk.signing import sign
+from tests.helpers import LoopbackWsgi
 
 __all__ = [
     "SPECS",
@@ -270,11 +270,6 @@ class _Answer(Exception):
         }
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
 class FakeGitHub:
     """GitHub's REST API for one GitHub App, on an ephemeral loopback port."""
 
@@ -300,29 +295,18 @@ class FakeGitHub:
         self._failures: list[_Failure] = []
         self._next_id = 1
         self._lock = threading.RLock()
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackWsgi | None = None
         self.url = ""
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> FakeGitHub:
-        self._server = make_server(
-            "127.0.0.1", 0, self._wsgi, threaded=True, request_handler=_QuietHandler
-        )
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        # A short poll interval: shutdown() waits for the loop to look, 0.5 s by default.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
+        self._server = LoopbackWsgi(self._wsgi)
+        self.url = f"http://127.0.0.1:{self._server.port}"
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
+            self._server.stop()
 
     # -- test controls ------------------------------------------------------------------------
     def add_installation(self, installation_id: int, account: str | None = None) -> None:

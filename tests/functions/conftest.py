@@ -50,6 +50,16 @@ def load_handler(folder: str, env: dict[str, str] | None = None, monkeypatch: py
     return module
 
 
+def platform_secrets(folder: Path, credentials: tuple[str, str], payload_secret: str) -> Path:
+    """A secret mount for a function that calls the gateway API: payload secret and basic auth."""
+    folder.mkdir(parents=True, exist_ok=True)
+    user, password = credentials
+    (folder / "payload-secret").write_text(payload_secret)
+    (folder / "basic-auth-user").write_text(user)
+    (folder / "basic-auth-password").write_text(password)
+    return folder
+
+
 @pytest.fixture
 def context() -> Context:
     return Context()

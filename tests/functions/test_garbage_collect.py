@@ -16,7 +16,7 @@ from sdk.function import check_cloud_signature
 from sdk.openfaas import FunctionDeployment
 from sdk.signing import sign
 from tests.conftest import ECHO_HANDLER, RunningGateway, free_port
-from tests.functions.conftest import Context, Event, load_handler
+from tests.functions.conftest import Context, Event, load_handler, platform_secrets
 from tests.helpers import Received, Recorder
 
 SECRET = "garbage-collect-payload-secret"
@@ -51,13 +51,7 @@ def deployed(gateway: RunningGateway) -> set[str]:
 
 @pytest.fixture
 def secrets(tmp_path: Path, gateway: RunningGateway) -> Path:
-    folder = tmp_path / "secrets"
-    folder.mkdir()
-    user, password = gateway.credentials
-    (folder / "payload-secret").write_text(SECRET)
-    (folder / "basic-auth-user").write_text(user)
-    (folder / "basic-auth-password").write_text(password)
-    return folder
+    return platform_secrets(tmp_path / "secrets", gateway.credentials, SECRET)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from sdk.openfaas import FunctionDeployment
 from sdk.signing import sign
 from tests.conftest import ECHO_HANDLER, RunningGateway, free_port
-from tests.functions.conftest import Context, Event, load_handler
+from tests.functions.conftest import Context, Event, load_handler, platform_secrets
 
 SECRET = "list-functions-payload-secret"
 P = "com.openfaas.cloud."
@@ -69,13 +69,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, venv_dir: Path) -> Iterato
 
 @pytest.fixture
 def secrets(tmp_path: Path, gateway: RunningGateway) -> Path:
-    folder = tmp_path / "secrets"
-    folder.mkdir()
-    user, password = gateway.credentials
-    (folder / "payload-secret").write_text(SECRET)
-    (folder / "basic-auth-user").write_text(user)
-    (folder / "basic-auth-password").write_text(password)
-    return folder
+    return platform_secrets(tmp_path / "secrets", gateway.credentials, SECRET)
 
 
 @pytest.fixture
