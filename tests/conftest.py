@@ -10,9 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -24,22 +22,10 @@ import pytest
 from runtime.artifacts import ArtifactStore
 from sdk.gateway import GatewayClient
 from sdk.openfaas import FunctionDeployment
-from tests.helpers import free_port
+from tests.helpers import free_port, start_service, stop_pid  # noqa: F401  (stop_pid: re-exported)
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "template" / "python3-http"
-
-
-def stop_pid(proc: subprocess.Popen, timeout: float = 15.0) -> None:  # type: ignore[type-arg]
-    """SIGTERM by PID, then SIGKILL if it has not exited within ``timeout``."""
-    if proc.poll() is not None:
-        return
-    os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(5)
 
 
 @dataclass
@@ -75,31 +61,12 @@ class RunningGateway:
 
     def start(self, timeout: float = 20.0) -> None:
         env = {
-            **os.environ,
             "OFC_STATE_DIR": str(self.state_dir),
             "OFC_VENV_DIR": str(self.venv_dir),
             "OFC_GATEWAY_PORT": str(self.port),
             **self.env,
         }
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited early:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"gateway did not listen within {timeout} s")
+        self.proc = start_service("runtime", env, self.log_path, f"{self.url}/healthz", timeout)
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -204,3 +206,45 @@ class LoopbackWsgi:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+def stop_pid(proc: subprocess.Popen, timeout: float = 15.0) -> None:  # type: ignore[type-arg]
+    """SIGTERM by PID, then SIGKILL if it has not exited within ``timeout``."""
+    if proc.poll() is not None:
+        return
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def start_service(
+    module: str, env: dict[str, str], log_path: Path, health_url: str, timeout: float = 20.0
+) -> subprocess.Popen:  # type: ignore[type-arg]
+    """``python -m <module>`` from the repository with ``env`` over this environment, its
+    output appended to ``log_path``; returns once ``health_url`` answers 200. A service that
+    exits or never answers is stopped by its PID and reported with the end of its log."""
+    import requests
+
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module], cwd=REPO, env={**os.environ, **env},
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"{module} exited early:\n{log_path.read_text(errors='replace')[-3000:]}"
+            )
+        try:
+            if requests.get(health_url, timeout=1).status_code == 200:
+                return proc
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.05)
+    stop_pid(proc)
+    raise RuntimeError(f"{module} did not answer {health_url} within {timeout:g} s:\n"
+                       f"{log_path.read_text(errors='replace')[-3000:]}")  # fmt: skip

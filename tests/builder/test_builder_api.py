@@ -36,7 +36,7 @@ from sdk.openfaas import FunctionDeployment
 from sdk.signing import BUILD_SIGNATURE, sign
 from sdk.stack import load_stack
 from tests.conftest import REPO, TEMPLATE, RunningGateway, free_port, stop_pid
-from tests.helpers import child_pids
+from tests.helpers import child_pids, start_service
 
 HANDLER = """
 def handle(event, context):
@@ -95,32 +95,14 @@ class RunningBuilder:
 def start_builder(state_dir: Path, venv_dir: Path, **env: str) -> RunningBuilder:
     port = free_port()
     log_path = state_dir.parent / f"builder-{port}.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "builder"],
-            cwd=REPO,
-            env={
-                **os.environ,
-                "OFC_STATE_DIR": str(state_dir),
-                "OFC_VENV_DIR": str(venv_dir),
-                "OFC_BUILDER_PORT": str(port),
-                **env,
-            },
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    builder = RunningBuilder(state_dir, venv_dir, port, proc, log_path)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"builder exited early:\n{builder.logs()[-3000:]}")
-        try:
-            if requests.get(f"{builder.url}/healthz", timeout=1).status_code == 200:
-                return builder
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    stop_pid(proc)
-    raise RuntimeError(f"builder did not answer /healthz within 20 s:\n{builder.logs()[-3000:]}")
+    env = {
+        "OFC_STATE_DIR": str(state_dir),
+        "OFC_VENV_DIR": str(venv_dir),
+        "OFC_BUILDER_PORT": str(port),
+        **env,
+    }
+    proc = start_service("builder", env, log_path, f"http://127.0.0.1:{port}/healthz")
+    return RunningBuilder(state_dir, venv_dir, port, proc, log_path)
 
 
 @pytest.fixture

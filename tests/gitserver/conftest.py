@@ -8,24 +8,20 @@ Every server is stopped by its PID in the fixture's teardown.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import requests
 
 from gitserver.cgi import git_env
 from gitserver.users import UserStore, users_file
 from sdk.gitremote import READ_USER, read_token
-from tests.conftest import REPO, stop_pid
-from tests.helpers import Received, Recorder, free_port, wait_until
+from tests.conftest import stop_pid
+from tests.helpers import Received, Recorder, free_port, start_service, wait_until
 
 AUTHOR = {
     "GIT_AUTHOR_NAME": "Alice Example",
@@ -99,32 +95,14 @@ def start_git_remote(
     (functions / "payload-secret").write_text(payload + "\n")
     port = free_port()
     log_path = state_dir.parent / f"gitserver-{port}.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gitserver"],
-            cwd=REPO,
-            env={
-                **os.environ,
-                "OFC_STATE_DIR": str(state_dir),
-                "OFC_GIT_PORT": str(port),
-                "OFC_GATEWAY_URL": gateway_url,
-                **env,
-            },
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    remote = GitRemote(state_dir, port, proc, log_path, recorder, webhook, payload)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gitserver exited early:\n{remote.log()[-3000:]}")
-        try:
-            if requests.get(f"{remote.url}/healthz", timeout=1).status_code == 200:
-                return remote
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    stop_pid(proc)
-    raise RuntimeError(f"gitserver did not answer /healthz within 20 s:\n{remote.log()[-3000:]}")
+    env = {
+        "OFC_STATE_DIR": str(state_dir),
+        "OFC_GIT_PORT": str(port),
+        "OFC_GATEWAY_URL": gateway_url,
+        **env,
+    }
+    proc = start_service("gitserver", env, log_path, f"http://127.0.0.1:{port}/healthz")
+    return GitRemote(state_dir, port, proc, log_path, recorder, webhook, payload)
 
 
 def _require_git() -> None:
