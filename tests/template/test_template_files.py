@@ -11,13 +11,10 @@ from template_harness import PYTHON, REPO, TEMPLATE, clean_env, make_build_folde
 PYTEST = Path(PYTHON).parent / "pytest"
 
 
-@pytest.mark.parametrize("package", [False, True], ids=["build-folder", "image-layout"])
-def test_template_handler_test_passes_with_pytest_in_function_folder(tmp_path, package):
-    # The plain pytest script, as tox runs it: unlike `python -m pytest` it does not
-    # put the working directory on sys.path, so tox.ini's pythonpath must.
-    build = make_build_folder(tmp_path / "build", package=package)
-
-    result = subprocess.run(
+def run_function_tests(build: Path) -> subprocess.CompletedProcess[str]:
+    """The plain pytest script in a build's function/ folder, as tox runs it: unlike
+    ``python -m pytest`` it does not put the working directory on sys.path."""
+    return subprocess.run(
         [str(PYTEST), "-p", "no:cacheprovider"],
         cwd=build / "function",
         env=clean_env({"PYTHONDONTWRITEBYTECODE": "1"}),
@@ -25,6 +22,15 @@ def test_template_handler_test_passes_with_pytest_in_function_folder(tmp_path, p
         text=True,
         timeout=60,
     )
+
+
+@pytest.mark.parametrize("package", [False, True], ids=["build-folder", "image-layout"])
+def test_template_handler_test_passes_with_pytest_in_function_folder(tmp_path, package):
+    # The plain pytest script, as tox runs it: unlike `python -m pytest` it does not
+    # put the working directory on sys.path, so tox.ini's pythonpath must.
+    build = make_build_folder(tmp_path / "build", package=package)
+
+    result = run_function_tests(build)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
@@ -37,14 +43,7 @@ def test_template_handler_test_passes_for_any_users_handler(tmp_path):
     handler = build / "function" / "handler.py"
     handler.write_text("def handle(event, context):\n    return event.body\n")
 
-    result = subprocess.run(
-        [str(PYTEST), "-p", "no:cacheprovider"],
-        cwd=build / "function",
-        env=clean_env({"PYTHONDONTWRITEBYTECODE": "1"}),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_function_tests(build)
 
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -54,14 +53,7 @@ def test_template_handler_test_fails_when_handle_is_missing(tmp_path):
     handler = build / "function" / "handler.py"
     handler.write_text("def handler(event, context):\n    return 'typo'\n")
 
-    result = subprocess.run(
-        [str(PYTEST), "-p", "no:cacheprovider"],
-        cwd=build / "function",
-        env=clean_env({"PYTHONDONTWRITEBYTECODE": "1"}),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_function_tests(build)
 
     assert result.returncode == 1, result.stdout
 
