@@ -554,10 +554,11 @@ class ProcessProvider:
             "bind_address": "127.0.0.1",
             "secret_mount_path": str(secrets_dir),
         }
-        # Clean up generations of this function that no longer run.
+        # Clean up generations of this function that no longer run. Replicas still
+        # draining after an update keep theirs: they may read their secret files.
+        live = {str(r.gen.number) for r in (*fn.replicas, *fn.retiring)} | {str(number)}
         for old in (self._run_dir / fn.name).glob("*"):
-            live = {str(r.gen.number) for r in fn.replicas}
-            if old.name not in live and old.name != str(number):
+            if old.name not in live:
                 shutil.rmtree(old, ignore_errors=True)
         return _Generation(number, spec, artifact.path, argv, env, exec_timeout(spec))
 
