@@ -21,6 +21,7 @@ import pytest
 
 from runtime.artifacts import ArtifactStore
 from sdk.gateway import GatewayClient
+from tests.containers import Engine, engine_from_env
 from sdk.openfaas import FunctionDeployment
 from tests.helpers import free_port, start_service, stop_pid  # noqa: F401  (stop_pid: re-exported)
 
@@ -170,3 +171,16 @@ def handle(event, context):
         },
     }
 """
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Engine]:
+    """A Docker engine and registry on loopback for the session (see tests/containers.py).
+
+    For now only an engine named by ``OFC_TEST_DOCKER_HOST``; starting one here when the
+    machine can run dockerd comes with ``ofc.engine``.
+    """
+    found = engine_from_env()
+    if found is None:
+        pytest.skip("no Docker engine: set OFC_TEST_DOCKER_HOST (make test starts one)")
+    yield found
