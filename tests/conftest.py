@@ -21,8 +21,8 @@ import pytest
 
 from runtime.artifacts import ArtifactStore
 from sdk.gateway import GatewayClient
-from tests.containers import Engine, engine_from_env
 from sdk.openfaas import FunctionDeployment
+from tests.containers import Engine, engine_from_env
 from tests.helpers import free_port, start_service, stop_pid  # noqa: F401  (stop_pid: re-exported)
 
 REPO = Path(__file__).resolve().parent.parent
