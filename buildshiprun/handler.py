@@ -17,6 +17,7 @@ import binascii
 import json
 import logging
 import os
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ from sdk.urls import function_url, function_url_template
 log = logging.getLogger("buildshiprun")
 
 PREFIX = "com.openfaas.cloud."
+# Waits between tries while every build slot of the builder is busy (429).
+BUSY_FIRST_WAIT = 0.1
+BUSY_MAX_WAIT = 2.0
 RESERVED_LABELS = ("role", "openfaas-cloud", "faas_function", "app")
 # Secrets of the platform itself; a user's prefixed secret name must never be one of them
 # (owner "payload" + secret "secret" would otherwise mount the payload secret).
@@ -61,6 +65,11 @@ ALLOWED_ANNOTATIONS = (
     "com.openfaas.health.http.path",
     "com.openfaas.health.http.initialDelay",
 )
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    return float(value) if value.isdigit() else None
 
 
 class Failed(Exception):
@@ -248,18 +257,7 @@ class BuildShipRun:
             tar = base64.b64decode(req.tar, validate=True)
         except (binascii.Error, ValueError):
             raise Failed("the build context is not valid base64") from None
-        try:
-            response = self.session.post(
-                f"{self.cfg.builder_url}/build",
-                data=tar,
-                headers={
-                    BUILD_SIGNATURE: sign(tar, secret),
-                    "Content-Type": "application/octet-stream",
-                },
-                timeout=self.cfg.build_timeout,
-            )
-        except requests.RequestException as exc:
-            raise Failed(f"the builder could not be reached: {type(exc).__name__}") from None
+        response = self.post_build(tar, secret)
         try:
             result = BuildResult.from_json(response.json())
         except (ValueError, RecordError):
@@ -279,6 +277,36 @@ class BuildShipRun:
             )
             raise Failed(f"build failed: {tail[:200]}")
         return result.image
+
+    def post_build(self, tar: bytes, secret: str) -> requests.Response:
+        """POST the tar to the builder, waiting for a free build slot while it answers 429.
+
+        The builder refuses builds beyond its concurrency limit rather than queueing them;
+        many pushes at once (ten users, or one stack of ten functions) must wait their
+        turn, not fail. Waits back off from BUSY_FIRST_WAIT to BUSY_MAX_WAIT (at most the
+        builder's Retry-After), all within ``build_timeout``.
+        """
+        headers = {BUILD_SIGNATURE: sign(tar, secret), "Content-Type": "application/octet-stream"}
+        deadline = time.monotonic() + self.cfg.build_timeout
+        wait = BUSY_FIRST_WAIT
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                response = self.session.post(
+                    f"{self.cfg.builder_url}/build", data=tar, headers=headers,
+                    timeout=max(remaining, 1.0),
+                )  # fmt: skip
+            except requests.RequestException as exc:
+                raise Failed(f"the builder could not be reached: {type(exc).__name__}") from None
+            if response.status_code != 429:
+                return response
+            wait = min(wait * 2, BUSY_MAX_WAIT, _retry_after(response) or BUSY_MAX_WAIT)
+            if time.monotonic() + wait > deadline:
+                raise Failed(
+                    f"every build slot stayed busy for {self.cfg.build_timeout:g} s; push again later"
+                )
+            log.info("builder busy (429); trying again in %.2f s", wait)
+            time.sleep(wait * random.uniform(0.75, 1.25))  # jitter: waiters do not retry in step
 
     def store_log(self, push: PushEvent, function: str, text: str, secret: str) -> None:
         record = PipelineLog(

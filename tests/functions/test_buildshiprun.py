@@ -6,6 +6,7 @@ import pytest
 
 from sdk.events import BuildRequest, PushEvent
 from tests.functions.conftest import load_handler
+from tests.helpers import Recorder
 
 SHA = "a" * 40
 
@@ -97,3 +98,23 @@ def test_limits_come_from_platform_config_not_the_user(bsr) -> None:  # type: ig
     assert deployment.limits is not None
     assert (deployment.limits.memory, deployment.limits.cpu) == ("256Mi", "500m")
     assert deployment.read_only_root_filesystem is True
+
+
+def test_a_busy_builder_is_waited_for_not_reported_as_a_failed_build(bsr) -> None:  # type: ignore[no-untyped-def]
+    answers = iter([(429, b'{"log": ["busy"], "image": "", "status": "failure"}')] * 3)
+    done = b'{"log": ["built"], "image": "reg/alice/fns-hello:main-aaaa", "status": "success"}'
+    with Recorder(lambda request: next(answers, (200, done))) as builder:
+        run = bsr.BuildShipRun(bsr.Config.from_env({"builder_url": builder.url}))
+        response = run.post_build(b"tar", "secret")
+    assert response.status_code == 200
+    assert len(builder.received) == 4  # three refusals, then the build
+    assert all(r.body == b"tar" and r.headers["X-Build-Signature"] for r in builder.received)
+
+
+def test_a_builder_busy_past_the_build_timeout_fails_saying_so(bsr) -> None:  # type: ignore[no-untyped-def]
+    busy = (429, b'{"log": ["busy"], "image": "", "status": "failure"}')
+    with Recorder(lambda request: busy) as builder:
+        cfg = bsr.Config.from_env({"builder_url": builder.url, "build_timeout": "1s"})
+        with pytest.raises(bsr.Failed, match="every build slot stayed busy for 1 s"):
+            bsr.BuildShipRun(cfg).post_build(b"tar", "secret")
+    assert 2 <= len(builder.received) <= 12  # it kept trying, with back-off, within the limit
