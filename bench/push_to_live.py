@@ -9,7 +9,9 @@ included, and a rolling update).
 * redeploy: from ``git push`` until the gateway serves the new commit and it answers;
 * baseline, the bare minimum of the same work, measured between the rounds: a shallow
   clone of the same repository over HTTP, the build folder laid out (template plus
-  handler), and the handler started with the same cached virtualenv until it answers.
+  handler), and the handler started with the same cached virtualenv until it answers;
+* many users at once: N new users (1, 2, 5, 10) each push ``examples/`` at the same
+  moment; the time until every one of the N functions answers, beside one user alone.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from ofc.gitclient import git, git_env
 REPO = Path(__file__).resolve().parent.parent
 OFC = str(REPO / "bin" / "ofc")
 ROUNDS = 3
+AT_ONCE = (1, 2, 5, 10)
 TIMEOUT = 120.0
 POLL = 0.01
 GOAL_FIRST = 2.0
@@ -84,7 +88,8 @@ def _until(check: Any, what: str) -> float:
     raise BenchError(f"{what} not within {TIMEOUT:g} s")
 
 
-def _push_round(platform: Platform, scratch: Path, user: str) -> dict[str, Any]:
+def _prepare_repo(platform: Platform, scratch: Path, user: str) -> tuple[Path, dict[str, str], str]:
+    """A new user with ``examples/`` committed, ready to push: (work tree, git env, remote)."""
     token = platform.ofc("user", "add", user).strip().splitlines()[-1]
     home = scratch / f"home-{user}"
     home.mkdir(parents=True)
@@ -94,7 +99,11 @@ def _push_round(platform: Platform, scratch: Path, user: str) -> dict[str, Any]:
     git(work, env, "init", "-q", "-b", "main")
     git(work, env, "add", "-A")
     git(work, env, "commit", "-q", "-m", "hello")
-    remote = f"http://127.0.0.1:{platform.git_port}/git/{user}/hello-world.git"
+    return work, env, f"http://127.0.0.1:{platform.git_port}/git/{user}/hello-world.git"
+
+
+def _push_round(platform: Platform, scratch: Path, user: str) -> dict[str, Any]:
+    work, env, remote = _prepare_repo(platform, scratch, user)
     url = f"{platform.gateway}/function/{user}-hello"
 
     t0 = time.perf_counter()
@@ -110,6 +119,22 @@ def _push_round(platform: Platform, scratch: Path, user: str) -> dict[str, Any]:
     _until(lambda: platform.serving_sha(f"{user}-hello") == sha, f"{user}-hello serving {sha[:12]}")
     redeploy = _until(lambda: requests.get(url, timeout=5).status_code == 200, url) - t1
     return {"user": user, "first_s": round(first, 4), "redeploy_s": round(redeploy, 4), "remote": remote, "env": env}
+
+
+def _at_once_round(platform: Platform, scratch: Path, users: list[str]) -> float:
+    """Every user pushes at the same moment; seconds until all their functions answer."""
+    repos = [_prepare_repo(platform, scratch, user) for user in users]
+
+    def push_and_wait(i: int) -> float:
+        work, env, remote = repos[i]
+        git(work, env, "push", "-q", remote, "main")
+        url = f"{platform.gateway}/function/{users[i]}-hello"
+        return _until(lambda: requests.get(url, timeout=5).status_code == 200, f"{url} answering")
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(users)) as pool:
+        done = list(pool.map(push_and_wait, range(len(users))))
+    return max(done) - t0
 
 
 def _bare_round(platform: Platform, scratch: Path, pushed: dict[str, Any], python: Path, n: int) -> float:
@@ -159,6 +184,10 @@ def run(venv_dir: Path) -> list[dict[str, Any]]:
             bare.append(round(_bare_round(platform, scratch, pushed, python, i), 4))
             log(f"push round {i + 1}: push-to-live {pushed['first_s']:.2f} s, redeploy "
                 f"{pushed['redeploy_s']:.2f} s, bare minimum {bare[-1]:.2f} s")  # fmt: skip
+        at_once: dict[int, float] = {}
+        for n in AT_ONCE:
+            at_once[n] = round(_at_once_round(platform, scratch, [f"many{n}u{i}" for i in range(n)]), 4)
+            log(f"{n} users pushing at once: all live in {at_once[n]:.2f} s")
     finally:
         subprocess.run([OFC, "down"], env=platform.env, capture_output=True, timeout=120)
         shutil.rmtree(scratch, ignore_errors=True)
@@ -169,7 +198,15 @@ def run(venv_dir: Path) -> list[dict[str, Any]]:
     notes = (f"{ROUNDS} rounds after one warm-up, each a new user pushing examples/ to the built-in "
              f"git remote, then a one-line change to its handler (a rebuild with its tests and a "
              f"rolling update); medians. The redeploy waits for the gateway to serve the new commit.")  # fmt: skip
+    many = max(AT_ONCE)
+    growth = ", ".join(f"{n}: {t:.2f} s" for n, t in at_once.items())
     return [
+        entry(f"push_to_live_{many}_users_at_once", "s", at_once[many],
+              "one user pushing alone, same run", at_once[1], goal=None, met=None,
+              runs=[{"users": n, "all_live_s": t} for n, t in at_once.items()],
+              notes=(f"N new users each git push examples/ at the same moment; time until all N "
+                     f"functions answer. Growth: {growth}. The builder runs "
+                     f"OFC_BUILDER_CONCURRENCY builds at once; the others wait for a slot.")),  # fmt: skip
         entry("push_to_live_first_deploy", "s", first, baseline_name, b, goal=f"< {GOAL_FIRST:g} s",
               met=first is not None and first < GOAL_FIRST, runs=[p["first_s"] for p in pushes],
               baseline_runs=bare, notes=notes),  # fmt: skip
