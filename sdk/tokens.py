@@ -28,6 +28,10 @@ __all__ = [
     "InvalidToken",
     "generate_keypair",
     "issue_token",
+    "load_public_key",
+    "public_origin",
+    "token_audience",
+    "token_issuer",
     "verify_token",
 ]
 
@@ -53,6 +57,28 @@ class Identity:
     def owners(self) -> frozenset[str]:
         """Lower-cased logins whose functions this user may see: theirs and their orgs'."""
         return frozenset(o.lower() for o in (self.login, *self.orgs))
+
+
+def public_origin(scheme: str, host: str, port: int) -> str:
+    """``scheme://host[:port]``, the port left out when it is the scheme's default.
+
+    >>> public_origin("http", "system.localhost", 8000)
+    'http://system.localhost:8000'
+    >>> public_origin("https", "system.example.com", 443)
+    'https://system.example.com'
+    """
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}" if port == default else f"{scheme}://{host}:{port}"
+
+
+def token_issuer(scheme: str, domain: str, port: int) -> str:
+    """The ``iss`` of session tokens: edge-auth's public origin, ``auth.system.<domain>``."""
+    return public_origin(scheme, f"auth.system.{domain}", port)
+
+
+def token_audience(scheme: str, domain: str, port: int) -> str:
+    """The ``aud`` of session tokens: the platform's own origin, ``system.<domain>``."""
+    return public_origin(scheme, f"system.{domain}", port)
 
 
 def generate_keypair() -> tuple[bytes, bytes]:
@@ -93,10 +119,27 @@ def issue_token(
     return jwt.encode(claims, private_key_pem, algorithm=ALGORITHM)
 
 
+def load_public_key(public_key_pem: bytes) -> ec.EllipticCurvePublicKey:
+    """The public key parsed once, for :func:`verify_token` on a hot path (parsing the PEM
+    costs several times the signature check); ``ValueError`` when it is not an EC key."""
+    key = serialization.load_pem_public_key(public_key_pem)
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ValueError("the token verification key must be an EC public key")
+    return key
+
+
 def verify_token(
-    token: str, public_key_pem: bytes, *, issuer: str, audience: str, now: float | None = None
+    token: str,
+    public_key_pem: bytes | ec.EllipticCurvePublicKey,
+    *,
+    issuer: str,
+    audience: str,
+    now: float | None = None,
 ) -> Identity:
-    """The identity in ``token``, or :class:`InvalidToken` saying why it is refused."""
+    """The identity in ``token``, or :class:`InvalidToken` saying why it is refused.
+
+    The key is PEM, or a key from :func:`load_public_key`.
+    """
     if not token:
         raise InvalidToken("no token")
     options = {"require": ["sub", "iss", "aud", "exp", "iat"]}

@@ -22,6 +22,17 @@ each test's ``fake_github`` parameter for a redefinition (F811)::
         fake_github as _fake_github,  # noqa: F401  (registers the fake_github fixture)
     )
 
+It also plays GitHub's OAuth web flow for one or more OAuth apps (:meth:`FakeGitHub.add_oauth_app`)
+and one browser whose GitHub session is :meth:`FakeGitHub.sign_in`'s user: ``GET
+/login/oauth/authorize`` checks the client id and the redirect URI (GitHub's rules: same
+host or a subdomain, same port, a path under the callback URL's) and redirects straight
+back with a one-time code and the same ``state``; ``POST /login/oauth/access_token`` checks
+the client credentials, the code (single use, 10 minutes) and the redirect URI, and answers
+an access token (JSON with ``Accept: application/json``, form-encoded otherwise; a refused
+exchange is 200 with ``error``, as GitHub does) that ``GET /user`` and ``GET /user/orgs``
+then accept. Every token it hands out is in :attr:`FakeGitHub.oauth_tokens`; the recorded
+form of an exchange has ``client_secret`` masked.
+
 Webhooks: :func:`webhook_delivery` signs a payload the way GitHub does, the ``*_payload``
 builders make payloads that pass :func:`validate_webhook` against
 ``shared/specs/github-webhooks-subset.json``.
@@ -43,6 +54,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import jwt as pyjwt
 import pytest
@@ -58,6 +70,7 @@ __all__ = [
     "SPECS",
     "SPECS_MISSING",
     "FakeGitHub",
+    "OAuthApp",
     "Recorded",
     "fake_github",
     "installation_payload",
@@ -255,6 +268,57 @@ class _User:
     login: str
     id: int
     orgs: list[str] = field(default_factory=list)
+    name: str | None = "monalisa octocat"  # GET /user's example, unless sign_in says otherwise
+
+
+@dataclass(frozen=True)
+class OAuthApp:
+    """An OAuth app registered on the fake: its credentials and its callback URL."""
+
+    client_id: str
+    client_secret: str
+    callback_url: str
+
+
+@dataclass(frozen=True)
+class _Grant:
+    """A one-time code the authorize step handed out, until it is exchanged."""
+
+    client_id: str
+    redirect_uri: str | None  # as given to authorize; the exchange must repeat it
+    user: _User
+    scope: str
+    expires: float
+
+
+OAUTH_CODE_LIFETIME = 600.0  # GitHub: "The temporary code will expire after 10 minutes."
+_OAUTH_ERRORS = {
+    "incorrect_client_credentials": "The client_id and/or client_secret passed are incorrect.",
+    "redirect_uri_mismatch": "The redirect_uri MUST match the registered callback URL for this application.",
+    "bad_verification_code": "The code passed is incorrect or expired.",
+}
+_OAUTH_DOCS = "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/"
+
+
+def _redirect_allowed(callback_url: str, redirect_uri: str) -> bool:
+    """GitHub's rule: the redirect URI's host is the callback's or a subdomain of it, the
+    port is the same (any port on a loopback address), the path is the callback's or under it."""
+    cb, ru = urlsplit(callback_url), urlsplit(redirect_uri)
+    if ru.scheme != cb.scheme or not ru.hostname or not cb.hostname or ru.username is not None:
+        return False
+    host_ok = ru.hostname == cb.hostname or ru.hostname.endswith("." + cb.hostname)
+    loopback = cb.hostname in ("127.0.0.1", "::1") and ru.hostname == cb.hostname
+    default = {"http": 80, "https": 443}.get(cb.scheme)
+    port_ok = loopback or (ru.port or default) == (cb.port or default)
+    base = cb.path.rstrip("/")
+    path_ok = ru.path == cb.path or ru.path.startswith(base + "/")
+    return host_ok and port_ok and path_ok
+
+
+def _with_query(url: str, params: dict[str, str]) -> str:
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, urlencode(params)) if q)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
 class _Answer(Exception):
@@ -288,6 +352,11 @@ class FakeGitHub:
         self.tokens: dict[str, tuple[int, float]] = {}
         self.minted_tokens: list[str] = []  # every token ever minted, revoked ones too
         self.users: dict[str, _User] = {}
+        self.oauth_apps: dict[str, OAuthApp] = {}
+        self.oauth_tokens: list[str] = []  # every OAuth access token handed out
+        self.signed_in: _User | None = None  # the browser's GitHub session
+        self.approve = True  # False: the user clicks "Cancel" on the authorize page
+        self._grants: dict[str, _Grant] = {}
         self.check_runs: dict[int, dict[str, Any]] = {}
         self.statuses: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         self.requests: list[Recorded] = []
@@ -318,6 +387,37 @@ class FakeGitHub:
     ) -> None:
         """An OAuth user token for ``GET /user`` and ``GET /user/orgs``."""
         self.users[token] = _User(login, user_id, list(orgs or []))
+
+    def add_oauth_app(
+        self,
+        callback_url: str,
+        *,
+        client_id: str = "Ov23liFakeClient0001",
+        client_secret: str | None = None,
+    ) -> OAuthApp:
+        """Register an OAuth app whose callback URL is ``callback_url``; returns it (a
+        random client secret unless given)."""
+        app = OAuthApp(client_id, client_secret or secrets.token_hex(20), callback_url)
+        with self._lock:
+            self.oauth_apps[client_id] = app
+        return app
+
+    def sign_in(
+        self,
+        login: str | None,
+        *,
+        user_id: int = 7001,
+        orgs: list[str] | None = None,
+        name: str | None = None,
+        approve: bool = True,
+    ) -> None:
+        """The user signed in to GitHub in the browser (``None``: nobody is), and whether
+        they approve the app on the authorize page."""
+        with self._lock:
+            self.signed_in = (
+                None if login is None else _User(login, user_id, list(orgs or []), name)
+            )
+            self.approve = approve
 
     def revoke_tokens(self) -> None:
         """Invalidate every installation token minted so far (as a permission change does)."""
@@ -391,6 +491,8 @@ class FakeGitHub:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode("latin-1")
+        if request.path.startswith("/login/oauth/") and request.mimetype == _FORM:
+            body = {k: ("***" if k == "client_secret" else v) for k, v in _form(raw).items()}
         record = Recorded(
             method=request.method,
             path=request.path,
@@ -406,9 +508,13 @@ class FakeGitHub:
         except _Answer as answer:
             status, payload = answer.status, answer.body
         record.status = status
-        response = Response(
-            json.dumps(payload), status=status, content_type="application/json; charset=utf-8"
-        )
+        if isinstance(payload, Response):  # the OAuth pages: redirects, forms, HTML
+            response = payload
+            response.status_code = status
+        else:
+            response = Response(
+                json.dumps(payload), status=status, content_type="application/json; charset=utf-8"
+            )
         response.headers["X-GitHub-Request-Id"] = uuid.uuid4().hex[:20].upper()
         for key, value in extra_headers.items():
             response.headers[key] = value
@@ -423,6 +529,13 @@ class FakeGitHub:
         self, request: Request, raw: bytes, body: Any, extra_headers: dict[str, str]
     ) -> tuple[int, Any]:
         method, path = request.method, request.path
+        oauth = self._oauth_handlers().get((method, path))
+        if oauth is not None:  # github.com's OAuth pages, not the REST API
+            failure = self._take_failure(path)
+            if failure is not None:
+                extra_headers.update(failure.headers)
+                raise _Answer(failure.status, "Server Error")
+            return oauth(request, raw)
         operation, params = self._match(method, path)
         if operation is None and params is None:
             raise self._violation(
@@ -818,7 +931,12 @@ class FakeGitHub:
     def _get_user(self, request: Request, params: dict[str, str], body: Any) -> tuple[int, Any]:
         user = self._user(request)
         answer = self._op("GET", "/user").example()
-        answer.update(login=user.login, id=user.id, html_url=f"https://github.com/{user.login}")
+        answer.update(
+            login=user.login,
+            id=user.id,
+            name=user.name,
+            html_url=f"https://github.com/{user.login}",
+        )
         return 200, answer
 
     def _get_user_orgs(
@@ -826,12 +944,108 @@ class FakeGitHub:
     ) -> tuple[int, Any]:
         user = self._user(request)
         template = self._op("GET", "/user/orgs").example()[0]
+        per_page, page = int(request.args.get("per_page", 30)), int(request.args.get("page", 1))
+        start = (page - 1) * per_page
         orgs = []
-        for i, login in enumerate(user.orgs):
+        for i, login in enumerate(user.orgs[start : start + per_page], start):
             org = copy.deepcopy(template)
             org.update(login=login, id=9000 + i, url=f"https://api.github.com/orgs/{login}")
             orgs.append(org)
         return 200, orgs
+
+    # -- OAuth web flow (github.com, not the API) ----------------------------------------------
+    def _oauth_handlers(self) -> dict[tuple[str, str], Any]:
+        return {
+            ("GET", "/login/oauth/authorize"): self._oauth_authorize,
+            ("POST", "/login/oauth/access_token"): self._oauth_access_token,
+        }
+
+    def _oauth_authorize(self, request: Request, raw: bytes) -> tuple[int, Response]:
+        args = request.args
+        with self._lock:
+            app = self.oauth_apps.get(args.get("client_id", ""))
+            user, approve = self.signed_in, self.approve
+        if app is None:
+            return 404, Response("Not Found", content_type="text/html; charset=utf-8")
+        state = {"state": args["state"]} if "state" in args else {}
+        redirect_uri = args.get("redirect_uri")
+        if redirect_uri is not None and not _redirect_allowed(app.callback_url, redirect_uri):
+            # GitHub sends the browser to the registered callback URL with the error.
+            error = {
+                "error": "redirect_uri_mismatch",
+                "error_description": _OAUTH_ERRORS["redirect_uri_mismatch"],
+                "error_uri": _OAUTH_DOCS,
+            }
+            return 302, _redirect(_with_query(app.callback_url, {**error, **state}))
+        target = redirect_uri or app.callback_url
+        if user is None:
+            return 200, Response(
+                "<html><body>Sign in to GitHub</body></html>", content_type="text/html"
+            )
+        if not approve:
+            denied = {
+                "error": "access_denied",
+                "error_description": "The user has denied your application access.",
+                "error_uri": _OAUTH_DOCS,
+            }
+            return 302, _redirect(_with_query(target, {**denied, **state}))
+        code = secrets.token_hex(10)
+        scope = ",".join(s for s in re.split(r"[\s,]+", args.get("scope", "")) if s)
+        with self._lock:
+            self._grants[code] = _Grant(
+                app.client_id, redirect_uri, user, scope, time.time() + OAUTH_CODE_LIFETIME
+            )
+        return 302, _redirect(_with_query(target, {"code": code, **state}))
+
+    def _oauth_access_token(self, request: Request, raw: bytes) -> tuple[int, Response]:
+        params = dict(request.args.items())
+        if request.mimetype == _FORM:
+            params.update(_form(raw))
+        elif request.mimetype == "application/json" and raw:
+            params.update({k: str(v) for k, v in json.loads(raw).items()})
+        wants_json = "application/json" in request.headers.get("Accept", "")
+
+        def answer(fields: dict[str, str]) -> tuple[int, Response]:
+            if wants_json:
+                return 200, Response(
+                    json.dumps(fields), content_type="application/json; charset=utf-8"
+                )
+            return 200, Response(
+                urlencode(fields), content_type="application/x-www-form-urlencoded"
+            )
+
+        def error(name: str) -> tuple[int, Response]:
+            return answer(
+                {"error": name, "error_description": _OAUTH_ERRORS[name], "error_uri": _OAUTH_DOCS}
+            )
+
+        with self._lock:
+            app = self.oauth_apps.get(params.get("client_id", ""))
+            if app is None or not secrets.compare_digest(
+                params.get("client_secret", ""), app.client_secret
+            ):
+                return error("incorrect_client_credentials")
+            grant = self._grants.get(params.get("code", ""))
+            if grant is None or grant.client_id != app.client_id or grant.expires < time.time():
+                return error("bad_verification_code")
+            if grant.redirect_uri is not None and params.get("redirect_uri") != grant.redirect_uri:
+                return error("redirect_uri_mismatch")
+            del self._grants[params["code"]]  # a code is good for one exchange
+            token = "gho_" + secrets.token_hex(18)
+            self.users[token] = grant.user
+            self.oauth_tokens.append(token)
+        return answer({"access_token": token, "token_type": "bearer", "scope": grant.scope})
+
+
+_FORM = "application/x-www-form-urlencoded"
+
+
+def _form(raw: bytes) -> dict[str, str]:
+    return dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def _redirect(location: str) -> Response:
+    return Response("", status=302, headers={"Location": location})
 
 
 # The explicit name makes pytest register it as "fake_github" under any import alias.
