@@ -2,8 +2,10 @@
 
 ``ofc up`` calls :func:`ensure_platform_secrets` before deploying the root stack:
 each missing secret is generated (random tokens, an RSA key standing in for a GitHub
-App key until a real one is stored with ``ofc secret create private-key --from-file``)
-and stored through the gateway's ``/system/secrets``. Existing secrets are left as they
+App key until a real one is stored with ``ofc secret create private-key --from-file``,
+the EC key pair of the session token, and a placeholder for the GitHub OAuth app's
+client secret, which edge-auth recognises and asks the operator to replace) and stored
+through the gateway's ``/system/secrets``. Existing secrets are left as they
 are, and no value is ever printed.
 """
 
@@ -17,7 +19,9 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from auth.config import CLIENT_SECRET_PLACEHOLDER
 from sdk.gateway import GatewayClient
+from sdk.tokens import generate_keypair
 
 if TYPE_CHECKING:
     from ofc.local import Local
@@ -30,6 +34,9 @@ PLATFORM_SECRETS = (
     "basic-auth-user",
     "basic-auth-password",
     "private-key",
+    "jwt-private-key",
+    "jwt-public-key",
+    "oauth-client-secret",
 )
 
 
@@ -43,6 +50,11 @@ def _placeholder_app_key() -> bytes:
 def ensure_platform_secrets(client: GatewayClient) -> list[str]:
     """Create the missing platform secrets; returns the names it created."""
     existing = set(client.list_secrets())
+    # The session token's key pair (edge-auth signs, the dashboard verifies): when either
+    # half is missing both are made anew, so the two secrets always match.
+    if {"jwt-private-key", "jwt-public-key"} - existing:
+        existing -= {"jwt-private-key", "jwt-public-key"}
+        jwt_private, jwt_public = generate_keypair()
     values = {
         "payload-secret": lambda: secrets.token_hex(32).encode(),
         "github-webhook-secret": lambda: secrets.token_hex(32).encode(),
@@ -50,6 +62,10 @@ def ensure_platform_secrets(client: GatewayClient) -> list[str]:
         "basic-auth-user": lambda: client.user.encode(),
         "basic-auth-password": lambda: client.password.encode(),
         "private-key": _placeholder_app_key,
+        "jwt-private-key": lambda: jwt_private,
+        "jwt-public-key": lambda: jwt_public,
+        # Until the operator stores the GitHub OAuth app's own (edge-auth's /login says so).
+        "oauth-client-secret": lambda: CLIENT_SECRET_PLACEHOLDER.encode(),
     }
     created = []
     for name in PLATFORM_SECRETS:
