@@ -64,7 +64,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sdk.config import ConfigError, env_int, env_str
 from sdk.function import configured
 from sdk.gateway import GatewayClient, GatewayError
-from sdk.logstore import LogKey, LogKeyError
+from sdk.logstore import LogKey, LogKeyError, builds_query
 from sdk.openfaas import RecordError, validate_name
 from sdk.secrets import DEFAULT_MOUNT_PATH, SecretMissing, read_secret
 from sdk.signing import CLOUD_SIGNATURE, sign
@@ -347,7 +347,7 @@ class BuildLogs:
 
     def builds(self, owner: str, repo: str, function: str) -> list[Build] | None:
         """The function's builds, newest first, or ``None`` when pipeline-log cannot say."""
-        query = urlencode([("owner", owner), ("repo", repo), ("function", function)])
+        query = builds_query(owner, repo, function)
         try:
             response = self._get("/builds", query)
             if response.status_code != 200:

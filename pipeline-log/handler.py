@@ -9,6 +9,9 @@ reads included: the original served any build log to anyone who asked.
   ``owner=<o>&repo=<r>&sha=<s>&function=<f>`` (that order, URL-encoded: build it with
   ``sdk.logstore.read_query`` or ``LogKey.query`` and request exactly that) → 200
   ``text/plain`` log, 404 when there is none, 400 naming a bad parameter.
+* ``GET /builds?owner=&repo=&function=``, signed over ``owner=<o>&repo=<r>&function=<f>``
+  (``sdk.logstore.builds_query``) → 200 ``{"builds": [{"sha": ..., "time": <unix s>}]}``,
+  the function's stored build logs newest first (at most 50): the dashboard's history.
 * ``POST /claim`` with ``{"name": "<name>"}``, signed over the body → 201 the first time a
   name is claimed, 409 after: github-event claims each webhook delivery id with it.
 
@@ -22,6 +25,7 @@ Secrets: ``payload-secret``; ``s3-access-key`` and ``s3-secret-key`` for S3.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -38,6 +42,7 @@ from sdk.logstore import (
     LogStore,
     LogStoreError,
     S3LogStore,
+    builds_query,
     read_query,
     validate_claim_name,
 )
@@ -47,7 +52,7 @@ log = logging.getLogger("pipeline-log")
 
 STORAGES = ("file", "s3")
 # Methods per path, for the Allow header of a 405.
-ALLOW = {"": "GET, HEAD, POST", "/claim": "POST"}
+ALLOW = {"": "GET, HEAD, POST", "/claim": "POST", "/builds": "GET, HEAD"}
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,16 @@ class PipelineLogService:
             return 404, f"no build log at {key.path}"
         return 200, data
 
+    def list_builds(self, query: Mapping[str, str], headers: Any) -> tuple[int, str]:
+        parts = [query.get(name, "") for name in ("owner", "repo", "function")]
+        check_cloud_signature(builds_query(*parts).encode(), headers, self.payload_secret)
+        try:
+            builds = self.store.builds(*parts)
+        except RecordError as exc:
+            raise Rejected(400, str(exc)) from None
+        listed = [{"sha": b.sha, "time": round(b.time, 3)} for b in builds]
+        return 200, json.dumps({"builds": listed})
+
     def claim(self, body: bytes, headers: Any) -> tuple[int, str]:
         check_cloud_signature(body, headers, self.payload_secret)
         request = parse_json(body)
@@ -131,11 +146,13 @@ class PipelineLogService:
             return self.read_log(event.query, event.headers)
         if event.method == "POST" and path == "":
             return self.store_log(event.body, event.headers)
+        if event.method in ("GET", "HEAD") and path == "/builds":
+            return self.list_builds(event.query, event.headers)
         if event.method == "POST" and path == "/claim":
             return self.claim(event.body, event.headers)
         if path in ALLOW:
             raise Rejected(405, f"{event.method} is not allowed on {path or '/'}")
-        raise Rejected(404, f"no such endpoint {event.path}: use / or /claim")
+        raise Rejected(404, f"no such endpoint {event.path}: use /, /builds or /claim")
 
 
 def build(cfg: Config) -> PipelineLogService:
@@ -180,6 +197,8 @@ def handle(event: Any, context: Any) -> dict[str, Any]:
     except LogStoreError as exc:
         log.error("storage failed: %s", exc)
         return answer(500, f"storage failed: {exc}")
+    if status == 200 and event.path.rstrip("/") == "/builds":
+        return {"statusCode": 200, "body": text, "headers": {"Content-Type": "application/json"}}
     if status == 200 and event.method in ("GET", "HEAD"):
         # The log exactly as stored: answer() would normalise its trailing newline.
         return {

@@ -29,17 +29,21 @@ from sdk.openfaas import RecordError
 
 __all__ = [
     "CLAIM_PREFIX",
+    "Build",
     "FileLogStore",
     "LogKey",
     "LogKeyError",
     "LogStore",
     "LogStoreError",
     "S3LogStore",
+    "MAX_BUILDS",
+    "builds_query",
     "read_query",
     "validate_claim_name",
 ]
 
 CLAIM_PREFIX = "_claims"
+MAX_BUILDS = 50  # a build list holds at most this many, newest first
 
 # GitHub logins are letters, digits and '-'; GitLab namespaces and repository names add
 # '_' and '.'. Leading letter or digit for owners keeps them apart from `_claims/`;
@@ -79,6 +83,23 @@ def read_query(owner: str, repo: str, sha: str, function: str) -> str:
     'owner=alexellis&repo=super-cake&sha=af6db&function=slack-fn'
     """
     return urlencode([("owner", owner), ("repo", repo), ("sha", sha), ("function", function)])
+
+
+def builds_query(owner: str, repo: str, function: str) -> str:
+    """The query string of a build list (``GET /builds``), which its signature signs.
+
+    >>> builds_query("alexellis", "super-cake", "slack-fn")
+    'owner=alexellis&repo=super-cake&function=slack-fn'
+    """
+    return urlencode([("owner", owner), ("repo", repo), ("function", function)])
+
+
+@dataclass(frozen=True)
+class Build:
+    """One stored build log of a function: its commit and when the log was written."""
+
+    sha: str
+    time: float  # unix seconds
 
 
 def validate_claim_name(name: object) -> str:
@@ -146,6 +167,14 @@ class LogStore(Protocol):
         """Atomically mark ``name``: True the first time, False for every later call."""
         ...
 
+    def builds(self, owner: str, repo: str, function: str) -> list[Build]:
+        """The function's stored build logs, newest first, at most :data:`MAX_BUILDS`."""
+        ...
+
+
+def _newest(builds: list[Build]) -> list[Build]:
+    return sorted(builds, key=lambda b: (-b.time, b.sha))[:MAX_BUILDS]
+
 
 class FileLogStore:
     """Logs as files under ``root``; claims as files under ``root/_claims/``.
@@ -183,6 +212,19 @@ class FileLogStore:
             return None
         except (OSError, UnicodeDecodeError) as exc:
             raise LogStoreError(f"cannot read {key.path}: {exc}") from None
+
+    def builds(self, owner: str, repo: str, function: str) -> list[Build]:
+        LogKey(owner, repo, "0000", function)  # the parts are checked as a key's are
+        found = []
+        try:
+            for log in (self.root / owner / repo).glob(f"*/{function}/build.log"):
+                try:
+                    found.append(Build(log.parent.parent.name, log.stat().st_mtime))
+                except FileNotFoundError:
+                    continue  # replaced while listing
+        except OSError as exc:
+            raise LogStoreError(f"cannot list {owner}/{repo}: {exc.strerror or exc}") from None
+        return _newest(found)
 
     def claim(self, name: str) -> bool:
         validate_claim_name(name)
@@ -263,6 +305,30 @@ class S3LogStore:
             raise LogStoreError(f"cannot read {key.path}: {_describe(exc)}") from None
         except (BotoCoreError, UnicodeDecodeError) as exc:
             raise LogStoreError(f"cannot read {key.path}: {_describe(exc)}") from None
+
+    def builds(self, owner: str, repo: str, function: str) -> list[Build]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        LogKey(owner, repo, "0000", function)  # the parts are checked as a key's are
+        prefix, suffix = f"{owner}/{repo}/", f"/{function}/build.log"
+        found = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    key = str(item["Key"])
+                    if key.endswith(suffix) and key.count("/") == 4:
+                        sha = key[len(prefix) : -len(suffix)]
+                        found.append(Build(sha, item["LastModified"].timestamp()))
+        except ClientError as exc:
+            if _code(exc) == "NoSuchBucket":
+                return []
+            raise LogStoreError(f"cannot list {prefix}: {_describe(exc)}") from None
+        except BotoCoreError as exc:
+            raise LogStoreError(f"cannot list {prefix}: {_describe(exc)}") from None
+        return _newest(found)
 
     def claim(self, name: str) -> bool:
         validate_claim_name(name)

@@ -4,13 +4,14 @@ S3 (moto's server on loopback)."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from sdk.logstore import LogKey, read_query
+from sdk.logstore import LogKey, builds_query, read_query
 from sdk.openfaas import FunctionDeployment
 from sdk.signing import sign
 from tests.conftest import RunningGateway
@@ -436,3 +437,68 @@ def test_pipeline_log_deployed_on_the_gateway_stores_and_serves_a_log(
     assert (stored.status_code, stored.text) == (200, "stored 6 bytes\n")
     assert (read.status_code, read.text) == (200, "built\n")
     assert (tmp_path / "logs" / KEY.path).read_text() == "built\n"
+
+
+# -- build lists -----------------------------------------------------------------------------------
+
+
+def list_builds(fn: ModuleType, owner: str, repo: str, function: str, secret: str = SECRET) -> dict:
+    query = {"owner": owner, "repo": repo, "function": function}
+    headers = {"X-Cloud-Signature": sign(builds_query(owner, repo, function).encode(), secret)}
+    return call(fn, Event(method="GET", query=query, headers=headers, path="/builds"))
+
+
+def _store_builds(fn: ModuleType, shas: list[str]) -> None:
+    for sha in shas:
+        assert post_log(fn, record(LogKey(KEY.owner, KEY.repo, sha, KEY.function)))["statusCode"] == 200
+    # Another function and another repository of the same owner are not this function's builds.
+    post_log(fn, record(LogKey(KEY.owner, KEY.repo, shas[0], "other-fn")))
+    post_log(fn, record(LogKey(KEY.owner, "other-repo", "abcd1234", KEY.function)))
+
+
+def test_pipeline_log_lists_a_functions_builds_newest_first(fn: ModuleType, logs: Path) -> None:
+    shas = ["1111aaaa", "2222bbbb", "3333cccc"]
+    _store_builds(fn, shas)
+    for age, sha in enumerate(reversed(shas)):  # the last stored is the newest
+        path = logs / LogKey(KEY.owner, KEY.repo, sha, KEY.function).path
+        os.utime(path, (1_700_000_000 - age * 60, 1_700_000_000 - age * 60))
+
+    reply = list_builds(fn, KEY.owner, KEY.repo, KEY.function)
+
+    assert reply["statusCode"] == 200
+    assert reply["headers"]["Content-Type"] == "application/json"
+    builds = json.loads(reply["body"])["builds"]
+    assert [b["sha"] for b in builds] == ["3333cccc", "2222bbbb", "1111aaaa"]
+    assert builds[0]["time"] == 1_700_000_000
+
+
+def test_pipeline_log_lists_builds_on_s3(load, s3: S3Server, secrets: Path) -> None:  # type: ignore[no-untyped-def]
+    (secrets / "s3-access-key").write_text("test-access-key")
+    (secrets / "s3-secret-key").write_text("test-secret-key")
+    fn = load(log_storage="s3", s3_url=s3.endpoint, s3_bucket="builds", s3_tls="false")
+    _store_builds(fn, ["1111aaaa", "2222bbbb"])
+
+    builds = json.loads(list_builds(fn, KEY.owner, KEY.repo, KEY.function)["body"])["builds"]
+
+    assert sorted(b["sha"] for b in builds) == ["1111aaaa", "2222bbbb"]
+
+
+def test_pipeline_log_build_list_of_an_unknown_function_is_empty(fn: ModuleType) -> None:
+    reply = list_builds(fn, "nobody", "nothing", "none")
+    assert (reply["statusCode"], json.loads(reply["body"])) == (200, {"builds": []})
+
+
+def test_pipeline_log_build_list_needs_a_signature_over_its_own_query(fn: ModuleType) -> None:
+    _store_builds(fn, ["1111aaaa"])
+    query = {"owner": KEY.owner, "repo": KEY.repo, "function": KEY.function}
+    forged = sign(builds_query(KEY.owner, "other-repo", KEY.function).encode(), SECRET)
+    for headers in ({}, {"X-Cloud-Signature": forged}):
+        reply = call(fn, Event(method="GET", query=query, headers=headers, path="/builds"))
+        assert reply["statusCode"] == 401
+        assert "1111aaaa" not in reply["body"]
+
+
+def test_pipeline_log_build_list_with_a_bad_part_is_400_naming_it(fn: ModuleType) -> None:
+    reply = list_builds(fn, KEY.owner, "..", KEY.function)
+    assert reply["statusCode"] == 400
+    assert "repo" in reply["body"]
