@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import async_drain, deploy_ready, harness, push_to_live, sync_invoke
+from bench import async_drain, build, deploy_ready, harness, push_to_live, sync_invoke
 from bench.harness import PROCESSES, Gateway, Ledger, ensure_wrk, log, skipped
 
 OUT = Path(__file__).resolve().parent / "results.json"
@@ -62,6 +62,7 @@ PLANNED: list[tuple[Any, list[tuple[str, str, str, str | None]]]] = [
             ("push_to_live_one_line_change", "s", "bare minimum", "< 1.5 s"),
         ],
     ),
+    (build, build.PLANNED),
 ]
 
 
@@ -155,7 +156,9 @@ def main() -> int:
         log(notes[-1])
 
         ledger = Ledger(gw.pid)
-        sync_planned, async_planned, deploy_planned, push_planned = (p for _, p in PLANNED)
+        sync_planned, async_planned, deploy_planned, push_planned, build_planned = (
+            p for _, p in PLANNED
+        )
         why_not = ensure_wrk()
         if why_not:
             log(f"sync_invoke: SKIPPED: {why_not}")
@@ -173,6 +176,16 @@ def main() -> int:
         records, good = _run_one(push_to_live, push_planned, lambda: push_to_live.run(gw.venv_dir))
         benchmarks += records
         ok &= good
+        why_not = build.why_not()
+        if why_not:
+            log(f"build: SKIPPED: {why_not}")
+            benchmarks += [skipped(n, u, b, g, why_not) for n, u, b, g in build_planned]
+        else:
+            records, good = _run_one(
+                build, build_planned, lambda: build.run(root / "build", gw.venv_dir, ledger)
+            )
+            benchmarks += records
+            ok &= good
         notes.append(
             f"waited {ledger.waited:.0f} s in all for other processes' CPU load to drop below "
             f"{Ledger.QUIET:.0%} of the machine before measurements (budget "

@@ -46,6 +46,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 from builder.backends import Backend, BuildFailed, BuildJob
+from builder.backends.buildkit import BuildkitBackend
 from builder.backends.local import LocalBackend
 from builder.config import BuilderConfig, ConfigError
 from builder.tarball import TarRefused, extract_build_tar
@@ -393,12 +394,18 @@ def ensure_payload_secret(path: Path) -> str:
 
 
 def make_backend(cfg: BuilderConfig) -> Backend:
-    """The backend ``cfg.backend`` names (validated by :class:`BuilderConfig`)."""
+    """The backend ``cfg.backend`` names (validated by :class:`BuilderConfig`).
+
+    Raises :class:`ConfigError` when the ``buildkit`` backend's client or CA files are
+    unusable.
+    """
     if cfg.backend == "local":
         return LocalBackend(
             ArtifactStore(cfg.artifacts_dir),
             VenvCache(cfg.venv_dir, python=cfg.python, pip_args=cfg.pip_args),
         )
+    if cfg.backend == "buildkit" and cfg.buildkit is not None:
+        return BuildkitBackend.open(cfg.buildkit, cfg.buildkit_dir)
     raise ValueError(f"unknown backend {cfg.backend!r}")
 
 

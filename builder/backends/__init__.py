@@ -1,9 +1,10 @@
 """What the builder needs from a backend: turn one unpacked build context into an image.
 
 A backend is any object with ``async def build(job, log) -> str``. ``local`` (this
-package's ``local.py``) stores the context in the process runtime's artifact store; a
-``buildkit`` backend would run the context's Dockerfile and push to a registry, behind the
-same interface, so the HTTP API, the tar checks and the limits stay as they are.
+package's ``local.py``) stores the context in the process runtime's artifact store;
+``buildkit`` (``buildkit.py``) builds the context's Dockerfile with BuildKit and pushes
+the image to its registry. Both sit behind the same interface, so the HTTP API, the tar
+checks and the limits are the same for each.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Protocol
 __all__ = ["BACKENDS", "Backend", "BuildFailed", "BuildJob", "LogLine"]
 
 # Names accepted by OFC_BUILDER_BACKEND; app.py builds the matching object.
-BACKENDS = ("local",)
+BACKENDS = ("local", "buildkit")
 
 LogLine = Callable[[str], None]
 
