@@ -38,13 +38,11 @@ Not a sandbox: the Dockerfile is the user's, and its RUN steps share the host's 
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections import deque
@@ -56,6 +54,7 @@ from cryptography import x509
 from builder.config import BuildkitSettings, ConfigError
 
 from . import BuildFailed, BuildJob, LogLine
+from .command import run_streaming
 
 __all__ = [
     "CA_SECRET_ID",
@@ -75,7 +74,6 @@ log = logging.getLogger(__name__)
 
 CA_SECRET_ID = "ca-certificates"  # what template/python3-http/Dockerfile mounts
 CA_FILE_NAME = "ca-certificates.crt"
-_LINE_LIMIT = 1 << 20
 _TAIL = 40  # output lines kept per build step, to explain a failure
 _REASON_CHARS = 600
 _PROBE_TIMEOUT = 30.0
@@ -419,30 +417,13 @@ class BuildkitBackend:
         """
         log_line("$ " + _USERINFO.sub(r"\1***@", " ".join(argv)))
         progress = Progress()
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            limit=_LINE_LIMIT,
-            start_new_session=True,  # its own group, so a kill takes any helper with it
-        )
-        try:
-            assert proc.stdout is not None
-            async for raw in proc.stdout:
-                line = raw.decode("utf-8", "replace").rstrip()
-                if line:
-                    progress.feed(line)
-                    log_line(line)
-            status = await proc.wait()
-        finally:
-            if proc.returncode is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass  # already gone
-                await proc.wait()
+
+        def line(text: str) -> None:
+            if text:
+                progress.feed(text)
+                log_line(text)
+
+        status = await run_streaming(argv, line, env=self.env)
         if status != 0:
             reason = progress.reason(status)
             if "Cannot connect to the Docker daemon" in reason:

@@ -31,8 +31,6 @@ import asyncio
 import logging
 import os
 import re
-import signal
-import subprocess
 import tempfile
 from collections import deque
 from pathlib import Path
@@ -41,6 +39,7 @@ from runtime.artifacts import ArtifactError, ArtifactStore
 from runtime.venvs import Venv, VenvBuildError, VenvCache
 
 from . import BuildFailed, BuildJob, LogLine
+from .command import run_streaming
 
 __all__ = ["LocalBackend"]
 
@@ -50,7 +49,6 @@ log = logging.getLogger(__name__)
 DEFAULT_PYTEST_VERSION = "9.2.0"
 _VERSION = re.compile(r"[0-9][0-9A-Za-z.+!-]*")
 _DISABLED = ("false", "0")
-_LINE_LIMIT = 1 << 20
 _TAIL = 20
 
 
@@ -170,33 +168,12 @@ def _first_line(exc: Exception) -> str:
 async def _run(
     argv: list[str], cwd: Path, env: dict[str, str], log_line: LogLine
 ) -> tuple[int, list[str]]:
-    """Run ``argv``, passing each output line to ``log_line``; return the status and last lines.
-
-    Cancelling (the build's time limit) kills the process.
-    """
+    """Run ``argv``, passing each output line to ``log_line``; return the status and last lines."""
     tail: deque[str] = deque(maxlen=_TAIL)
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        limit=_LINE_LIMIT,
-        start_new_session=True,  # a test's own children go with it on kill
-    )
-    try:
-        assert proc.stdout is not None
-        async for raw in proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip()
-            tail.append(line)
-            log_line(line)
-        status = await proc.wait()
-    finally:
-        if proc.returncode is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass  # already gone
-            await proc.wait()
+
+    def line(text: str) -> None:
+        tail.append(text)
+        log_line(text)
+
+    status = await run_streaming(argv, line, env=env, cwd=cwd)
     return status, list(tail)
