@@ -7,6 +7,7 @@ one machine. A malformed value stops the runtime with a message naming the varia
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,7 +15,11 @@ from pathlib import Path
 
 from sdk.config import ConfigError, env_duration, env_int, env_str
 
-__all__ = ["RuntimeConfig", "ConfigError", "default_state_dir"]
+__all__ = ["RuntimeConfig", "ConfigError", "DOCKER_PULL_POLICIES", "default_state_dir"]
+
+PROVIDERS = ("process", "docker")
+# When the Docker provider pulls: auto (image absent, or tag latest/absent), always, never.
+DOCKER_PULL_POLICIES = ("auto", "always", "never")
 
 
 def default_state_dir(env: Mapping[str, str]) -> Path:
@@ -24,7 +29,7 @@ def default_state_dir(env: Mapping[str, str]) -> Path:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """Settings of the gateway, its queue and the process provider."""
+    """Settings of the gateway, its queue and the function provider."""
 
     state_dir: Path
     venv_dir: Path
@@ -42,6 +47,8 @@ class RuntimeConfig:
     provider: str
     python: str
     pip_args: tuple[str, ...]
+    docker_socket: str = ""  # the engine's unix socket (provider "docker" only)
+    docker_pull: str = "auto"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> RuntimeConfig:
@@ -59,15 +66,27 @@ class RuntimeConfig:
         ``OFC_ASYNC_RETRY_WINDOW`` (``2m``): no call is parked before it has waited this long.
         ``OFC_READY_TIMEOUT`` (``120s``): how long a new replica may take to pass its health check.
         ``OFC_DRAIN_TIMEOUT`` (``30s``): how long a replica being replaced may finish requests.
-        ``OFC_PROVIDER`` (``process``): which provider runs functions.
+        ``OFC_PROVIDER`` (``process``): which provider runs functions: ``process`` (each
+        replica an OS process, images from the local artifact store) or ``docker`` (each
+        replica a container of a registry image, on a Docker engine on this machine).
+        ``OFC_DOCKER_HOST`` (``unix://<state>/engine/docker.sock`` when that socket exists,
+        else ``unix:///var/run/docker.sock``): the engine, for ``docker``; must exist at start.
+        ``OFC_DOCKER_PULL`` (``auto``): when ``docker`` pulls an image: ``auto`` when it is
+        absent or its tag is ``latest`` or absent, ``always``, or ``never`` (local images only).
         ``OFC_PYTHON``: interpreter function virtualenvs are made from (default: this one's base).
         ``OFC_PIP_ARGS``: extra arguments for pip when building function virtualenvs.
         """
         provider = env_str(env, "OFC_PROVIDER", "process")
-        if provider not in ("process",):
-            raise ConfigError(f"OFC_PROVIDER={provider!r}: expected 'process'")
+        if provider not in PROVIDERS:
+            raise ConfigError(f"OFC_PROVIDER={provider!r}: expected 'process' or 'docker'")
         python = env_str(env, "OFC_PYTHON", getattr(sys, "_base_executable", sys.executable))
         state_dir = default_state_dir(env)
+        docker_pull = env_str(env, "OFC_DOCKER_PULL", "auto")
+        if docker_pull not in DOCKER_PULL_POLICIES:
+            raise ConfigError(
+                f"OFC_DOCKER_PULL={docker_pull!r}: expected 'auto', 'always' or 'never'"
+            )
+        docker_socket = _docker_socket(env, state_dir) if provider == "docker" else ""
         return cls(
             state_dir=state_dir,
             venv_dir=Path(env_str(env, "OFC_VENV_DIR", str(state_dir / "venvs"))).expanduser(),
@@ -87,4 +106,32 @@ class RuntimeConfig:
             provider=provider,
             python=python,
             pip_args=tuple(env_str(env, "OFC_PIP_ARGS", "").split()),
+            docker_socket=docker_socket,
+            docker_pull=docker_pull,
         )
+
+
+def _docker_socket(env: Mapping[str, str], state_dir: Path) -> str:
+    """The socket path of ``OFC_DOCKER_HOST`` (or its default), which must be a socket now."""
+    ours = state_dir / "engine" / "docker.sock"
+    default = f"unix://{ours}" if _is_socket(ours) else "unix:///var/run/docker.sock"
+    host = env_str(env, "OFC_DOCKER_HOST", default)
+    scheme, sep, path = host.partition("://")
+    if not sep or scheme != "unix" or not path.startswith("/"):
+        raise ConfigError(
+            f"OFC_DOCKER_HOST={host!r}: expected unix:///path/to/docker.sock "
+            "(the engine's unix socket on this machine)"
+        )
+    if not _is_socket(Path(path)):
+        raise ConfigError(
+            f"OFC_DOCKER_HOST={host!r}: no socket at {path}: start the Docker engine "
+            "or point OFC_DOCKER_HOST at its socket (OFC_PROVIDER=docker needs one)"
+        )
+    return path
+
+
+def _is_socket(path: Path) -> bool:
+    try:
+        return stat.S_ISSOCK(path.stat().st_mode)
+    except OSError:
+        return False

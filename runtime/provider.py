@@ -1,8 +1,10 @@
 """The seam between the gateway and whatever runs functions.
 
 The gateway speaks the OpenFaaS API; a provider turns deployments into running
-replicas. The process provider (``providers/process.py``) is the default; a Docker
-provider can sit beside it by implementing :class:`Provider`.
+replicas. Both providers are :class:`runtime.providers.replicas.ReplicaProvider` (rollout,
+drain, restart, scale, state) with a launcher for what a replica is: an OS process
+(``providers/process.py``, the default) or a container (``providers/container.py``,
+``OFC_PROVIDER=docker``).
 """
 
 from __future__ import annotations

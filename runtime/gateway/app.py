@@ -40,7 +40,9 @@ from runtime.gateway.routes import Endpoints, build_router
 from runtime.httpcore.server import HttpServer
 from runtime.httpcore.upstream import UpstreamPool
 from runtime.logs import LogStore
-from runtime.providers.process import ProcessProvider, ProcessProviderConfig
+from runtime.providers.container import make_docker_provider
+from runtime.providers.process import make_process_provider
+from runtime.providers.replicas import ReplicaProvider, ReplicaProviderConfig
 from runtime.queue.store import CallStore
 from runtime.queue.worker import QueueWorkers
 from runtime.secrets import SecretStore
@@ -61,7 +63,7 @@ def state_paths(state_dir: Path) -> dict[str, Path]:
 
 
 class Gateway:
-    """The gateway, its queue workers and the process provider, wired together."""
+    """The gateway, its queue workers and the function provider, wired together."""
 
     def __init__(self, cfg: RuntimeConfig) -> None:
         self.cfg = cfg
@@ -74,18 +76,7 @@ class Gateway:
         self.secrets = SecretStore(paths["function_secrets"])
         self.logs = LogStore(paths["logs"])
         self.store = CallStore(paths["queue"])
-        self.provider = ProcessProvider(
-            ProcessProviderConfig(
-                state_dir=cfg.state_dir,
-                ready_timeout=cfg.ready_timeout,
-                drain_timeout=cfg.drain_timeout,
-            ),
-            artifacts=ArtifactStore(paths["artifacts"]),
-            venvs=VenvCache(cfg.venv_dir, python=cfg.python, pip_args=cfg.pip_args),
-            secrets=self.secrets,
-            logs=self.logs,
-            on_endpoint_closed=lambda e: self.pool.discard(e.host, e.port),
-        )
+        self.provider = self._make_provider(cfg, paths)
         invoker = Invoker(
             self.provider, self.pool, self.metrics, concurrency=cfg.replica_concurrency
         )
@@ -119,6 +110,29 @@ class Gateway:
         )
         self.server = HttpServer(build_router(endpoints, BasicAuth(user, password)))
         self.port = 0
+
+    def _make_provider(self, cfg: RuntimeConfig, paths: dict[str, Path]) -> ReplicaProvider:
+        """The provider ``OFC_PROVIDER`` names: ``process`` or ``docker``."""
+        config = ReplicaProviderConfig(
+            state_dir=cfg.state_dir,
+            ready_timeout=cfg.ready_timeout,
+            drain_timeout=cfg.drain_timeout,
+        )
+        shared = {
+            "secrets": self.secrets,
+            "logs": self.logs,
+            "on_endpoint_closed": lambda e: self.pool.discard(e.host, e.port),
+        }
+        if cfg.provider == "docker":
+            return make_docker_provider(
+                config, docker_socket=cfg.docker_socket, pull=cfg.docker_pull, **shared
+            )
+        return make_process_provider(
+            config,
+            artifacts=ArtifactStore(paths["artifacts"]),
+            venvs=VenvCache(cfg.venv_dir, python=cfg.python, pip_args=cfg.pip_args),
+            **shared,
+        )
 
     async def start(self) -> int:
         """Restore functions, start the queue workers and listen; returns the bound port."""
