@@ -152,9 +152,14 @@ class BrowserPage:
         return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
-    """One headless Chromium for the whole session (contexts keep tests apart)."""
+    """One headless Chromium per test module (contexts keep tests apart).
+
+    Not per session: Playwright's sync API keeps its asyncio loop marked as running on
+    the main thread while it is alive, and every later test calling ``asyncio.run``
+    would then fail with "cannot be called from a running event loop".
+    """
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
