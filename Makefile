@@ -4,11 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test lint demo bench clean
+.PHONY: help venv test lint demo bench base-image clean
 
 help:
 	@echo "make demo    start the platform, git push examples/ to it, call the function, stop"
-	@echo "make test    lint, then every test (unit, runtime, end-to-end)"
+	@echo "make test    lint, then every test (unit, runtime, end-to-end, containers)"
+	@echo "make base-image  build or reuse ofc/python3-base:bookworm (\$$DOCKER_HOST, else \`ofc engine\`)"
 	@echo "make bench   benchmarks; figures go to bench/results.json"
 
 # The virtualenv is rebuilt when a requirements file changes.
@@ -22,8 +23,13 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# Container tests get a private dockerd and registry for the run (scripts/test-with-engine
+# installs the Debian packages they need, starts them, stops them by PID in its exit trap).
 test: lint
-	$(PY) -m pytest -q
+	scripts/test-with-engine $(PYTEST_ARGS)
+
+base-image: $(STAMP)
+	bin/ofc base-image $(BASE_IMAGE_ARGS)
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py $(DEMO_ARGS)

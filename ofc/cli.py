@@ -10,6 +10,10 @@
     ofc secret create NAME --from-file F | --from-literal V;  ofc secret list | remove NAME
     ofc queue [--status failed];  ofc queue retry [CALL_ID]
     ofc user add NAME | list | remove NAME   users of the git remote (add prints the token, once)
+    ofc engine up | down | status [--dir D]  a private dockerd and registry on loopback
+    ofc base-image [--force]             build (or reuse) the functions' base image in the engine
+    ofc secrets generate [--dir D] [--format kubectl|faas-cli]   production secrets, as 0600 files
+    ofc render [-f values.yaml] [--set k=v] [-o DIR]   Kubernetes manifests (deploy/kubernetes)
 
 Exit status: 0 on success, 1 when something failed (one line on stderr says what),
 2 on a usage error.
@@ -18,6 +22,7 @@ Exit status: 0 on success, 1 when something failed (one line on stderr says what
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -26,10 +31,13 @@ from pathlib import Path
 
 from gitserver.users import UserError, UserStore, users_file
 from runtime.artifacts import ArtifactStore
-from sdk.config import ConfigError
+from sdk.config import ConfigError, env_int
 from sdk.gateway import GatewayError
 from sdk.stack import StackError, filter_functions, load_stack
 
+from . import base_image as base_image_mod
+from . import engine as engine_mod
+from . import manifests, secrets_gen
 from .deploy import build_function, check_stack, deploy, function_url, wait_for_rollout
 from .local import (
     REPO,
@@ -296,6 +304,99 @@ def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine_dir(args: argparse.Namespace) -> Path:
+    if getattr(args, "dir", None):
+        return Path(args.dir).expanduser().resolve()
+    if args.state_dir:
+        return Path(args.state_dir).expanduser().resolve() / "engine"
+    return engine_mod.default_engine_dir(os.environ)
+
+
+def _start_engine(directory: Path, port: int | None) -> engine_mod.EngineInfo:
+    if port is None:
+        port = env_int(os.environ, "OFC_REGISTRY_PORT", engine_mod.DEFAULT_REGISTRY_PORT,
+                       minimum=1, maximum=65535)  # fmt: skip
+    try:
+        return engine_mod.start_engine(directory, registry_port=port)
+    except engine_mod.EngineError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_engine(args: argparse.Namespace) -> int:
+    """A private dockerd and registry on loopback (ofc/engine.py); KEY=value lines on stdout."""
+    directory = _engine_dir(args)
+    try:
+        status = engine_mod.engine_status(directory)
+    except engine_mod.EngineError as exc:
+        raise CliError(str(exc)) from None
+    if args.engine_command == "up":
+        if status is not None and status.healthy:
+            info = status.info
+            _say(f"the engine in {directory} is already running ({_pids(info)})")
+        else:
+            info = _start_engine(directory, args.registry_port)
+            _say(
+                f"engine running in {directory} ({_pids(info)}), registry http://{info.registry}; "
+                f"stop it with `ofc engine down --dir {directory}`"
+            )
+        print("\n".join(info.env_lines()), flush=True)
+        return 0
+    if args.engine_command == "down":
+        report = engine_mod.stop_engine(directory)
+        if not report.found:
+            _say(f"no engine was started in {directory}")
+            return 0
+        for line in report.lines():
+            _say(line)
+        _say(
+            f"engine in {directory} stopped" if not report.leftover else "engine not fully stopped"
+        )
+        return 1 if report.leftover else 0
+    if status is None:
+        _say(f"no engine in {directory}")
+        return 1
+    for name, running in status.running.items():
+        pid = status.info.pids[name]
+        _say(f"{name} (pid {pid}): {'running' if running else 'not running'}")
+    _say(f"API {status.info.docker_host}: {'answering' if status.api else 'not answering'}")
+    _say(f"registry http://{status.info.registry}/v2/: "
+         f"{'answering' if status.registry else 'not answering'}")  # fmt: skip
+    if status.healthy:
+        print("\n".join(status.info.env_lines()), flush=True)
+    return 0 if status.healthy else 1
+
+
+def _pids(info: engine_mod.EngineInfo) -> str:
+    return ", ".join(f"{name} pid {pid}" for name, pid in info.pids.items())
+
+
+def cmd_base_image(args: argparse.Namespace) -> int:
+    """Build or reuse ofc/python3-base:bookworm in $DOCKER_HOST, else in the ofc engine."""
+    host = args.docker_host or os.environ.get("DOCKER_HOST", "")
+    if not host:
+        directory = _engine_dir(args)
+        try:
+            status = engine_mod.engine_status(directory)
+        except engine_mod.EngineError as exc:
+            raise CliError(str(exc)) from None
+        if status is not None and status.healthy:
+            host = status.info.docker_host
+        else:
+            _say(f"starting the engine in {directory} (stop it with `ofc engine down`)")
+            host = _start_engine(directory, None).docker_host
+    try:
+        spec = base_image_mod.BaseImageSpec.from_env(
+            os.environ, Path(args.extra_ca) if args.extra_ca else None
+        )
+        if args.mirror:
+            spec = dataclasses.replace(spec, mirror=args.mirror)
+        result = base_image_mod.ensure_base_image(host, spec, force=args.force, progress=_say)
+    except base_image_mod.BaseImageError as exc:
+        raise CliError(str(exc)) from None
+    _say(result.describe())
+    return 0
+
+
 # -- parser -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ofc", description=__doc__.split("\n\n")[0])
@@ -386,6 +487,38 @@ def build_parser() -> argparse.ArgumentParser:
     user_remove = user_sub.add_parser("remove", help="delete a user (their repositories stay)")
     user_remove.add_argument("name")
     user.set_defaults(func=cmd_user)
+    secrets_gen.add_cli(sub)  # ofc secrets generate (production secrets, ofc/secrets_gen.py)
+    manifests.add_cli(sub)  # ofc render (Kubernetes manifests, ofc/manifests.py)
+
+    engine = sub.add_parser("engine", help="a private Docker engine and registry on loopback")
+    engine_sub = engine.add_subparsers(dest="engine_command", required=True)
+    engine_up = engine_sub.add_parser(
+        "up", help="start dockerd and the registry; prints DOCKER_HOST=... and OFC_REGISTRY=..."
+    )
+    engine_up.add_argument(
+        "--registry-port",
+        type=int,
+        help="registry port on 127.0.0.1 (default: $OFC_REGISTRY_PORT or 5000)",
+    )
+    engine_sub.add_parser("down", help="stop them by PID and restore the network state")
+    engine_sub.add_parser("status", help="whether they run and answer")
+    for p in engine_sub.choices.values():
+        p.add_argument("--dir", help="engine directory (default: <state dir>/engine)")
+    engine.set_defaults(func=cmd_engine)
+
+    base = sub.add_parser("base-image", help="build or reuse the functions' base image")
+    base.add_argument(
+        "--docker-host", help="engine to use (default: $DOCKER_HOST, else `ofc engine`)"
+    )
+    base.add_argument("--force", action="store_true", help="rebuild even if the image is there")
+    base.add_argument(
+        "--mirror", help="Debian mirror (default: $OFC_DEBIAN_MIRROR or deb.debian.org)"
+    )
+    base.add_argument("--extra-ca", help="a PEM CA certificate to trust inside the image")
+    base.add_argument(
+        "--dir", help="engine directory when starting one (default: <state dir>/engine)"
+    )
+    base.set_defaults(func=cmd_base_image)
     return parser
 
 

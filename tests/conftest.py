@@ -174,13 +174,30 @@ def handle(event, context):
 
 
 @pytest.fixture(scope="session")
-def engine() -> Iterator[Engine]:
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     """A Docker engine and registry on loopback for the session (see tests/containers.py).
 
-    For now only an engine named by ``OFC_TEST_DOCKER_HOST``; starting one here when the
-    machine can run dockerd comes with ``ofc.engine``.
+    The one named by ``OFC_TEST_DOCKER_HOST`` (``make test`` starts one); else, when this
+    machine can run dockerd, one started here in a temporary directory, with the base
+    image imported (from the cached rootfs tarball when there is one), and stopped by PID
+    at the end of the session; else the container tests skip, saying why.
     """
     found = engine_from_env()
-    if found is None:
-        pytest.skip("no Docker engine: set OFC_TEST_DOCKER_HOST (make test starts one)")
-    yield found
+    if found is not None:
+        yield found
+        return
+    from ofc.base_image import ensure_base_image
+    from ofc.engine import can_run_engine, start_engine, stop_engine
+
+    reason = can_run_engine()
+    if reason is not None:
+        pytest.skip(f"no Docker engine: {reason} (or set OFC_TEST_DOCKER_HOST)")
+    directory = tmp_path_factory.mktemp("engine")
+    info = start_engine(directory, registry_port=free_port(), die_with_parent=True)
+    try:
+        started = Engine(docker_host=info.docker_host, registry=info.registry)
+        ensure_base_image(started.docker_host)
+        yield started
+    finally:
+        report = stop_engine(directory)
+        assert not report.leftover, f"engine processes left running: {report.leftover}"
