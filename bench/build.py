@@ -28,14 +28,12 @@ end (and from the registry when it allows deletes).
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import secrets
 import shutil
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 import urllib.request
@@ -58,6 +56,7 @@ from bench.harness import (
     log,
     median,
 )
+from sdk.build_context import builder_tar
 
 ROUNDS = 5
 THREE_ROUNDS = 3
@@ -164,18 +163,6 @@ class Contexts:
             self.stack, "hello", project_dir=self.project, template_root=REPO / "template",
             dest=self.root / "contexts" / str(self.count),
         )  # fmt: skip
-
-
-def make_tar(context: Path, image: str, build_args: Mapping[str, str] | None = None) -> bytes:
-    """The builder's tar (go-sdk ``MakeTar`` layout): the config entry and ``context/``."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        config = json.dumps({"image": image, "buildArgs": dict(build_args or {})}).encode()
-        info = tarfile.TarInfo("com.openfaas.docker.config")
-        info.size = len(config)
-        tar.addfile(info, io.BytesIO(config))
-        tar.add(context, arcname="context")
-    return buffer.getvalue()
 
 
 # -- the builder ----------------------------------------------------------------------------------
@@ -330,14 +317,14 @@ def run(root: Path, venv_dir: Path, ledger: Ledger) -> list[dict[str, Any]]:
         # Cold dependencies: a build arg value no build has used busts the pip layers.
         ledger.wait_quiet()
         cold_args = {"PIP_TRUSTED_HOST": f"cold-{secrets.token_hex(6)}.invalid"}
-        cold, _ = buildkit.build(make_tar(contexts.make(), ref("hello", "cold"), cold_args))
+        cold, _ = buildkit.build(builder_tar(contexts.make(), ref("hello", "cold"), cold_args))
         ledger.wait_quiet()
         bare_args = {"PIP_TRUSTED_HOST": f"cold-{secrets.token_hex(6)}.invalid"}
         bare_cold = bare_build(engine, contexts.make(), ref("hello", "bare-cold"), ca, bare_args)
         log(f"build: cold dependencies: builder {cold:.2f} s, bare {bare_cold:.2f} s")
 
         # Warm: one unmeasured build of each puts this run's layers in place.
-        buildkit.build(make_tar(contexts.make(), ref("hello", "warmup")))
+        buildkit.build(builder_tar(contexts.make(), ref("hello", "warmup")))
         bare_build(engine, contexts.make(), ref("hello", "bare-warmup"), ca)
         warm: list[dict[str, Any]] = []
         bare: list[dict[str, Any]] = []
@@ -350,7 +337,7 @@ def run(root: Path, venv_dir: Path, ledger: Ledger) -> list[dict[str, Any]]:
                     seconds = bare_build(engine, context, ref("hello", f"bare-{i}"), ca)
                     bare.append({"seconds": round(seconds, 4), "load_before": round(load, 3)})
                 else:
-                    body = make_tar(context, ref("hello", f"warm-{i}"))
+                    body = builder_tar(context, ref("hello", f"warm-{i}"))
                     seconds, result = buildkit.build(body)
                     warm.append({
                         "seconds": round(seconds, 4), "builder_duration": result["duration"],
@@ -364,7 +351,7 @@ def run(root: Path, venv_dir: Path, ledger: Ledger) -> list[dict[str, Any]]:
         three_bare: list[dict[str, Any]] = []
         for i in range(THREE_ROUNDS):
             ledger.wait_quiet()
-            bodies = [make_tar(contexts.make(), ref(f"fn{j}", f"three-{i}")) for j in range(3)]
+            bodies = [builder_tar(contexts.make(), ref(f"fn{j}", f"three-{i}")) for j in range(3)]
             wall, each = at_once([lambda b=b: buildkit.build(b)[0] for b in bodies])
             three.append({"seconds": round(wall, 4), "each": [round(s, 4) for s in each]})
             ledger.wait_quiet()
@@ -378,11 +365,11 @@ def run(root: Path, venv_dir: Path, ledger: Ledger) -> list[dict[str, Any]]:
                 f"bare {three_bare[-1]['seconds']:.2f} s")  # fmt: skip
 
         # The local backend, same kind of change; one unmeasured build warms its caches.
-        local.build(make_tar(contexts.make(), "hello:local-warmup"))
+        local.build(builder_tar(contexts.make(), "hello:local-warmup"))
         local_runs: list[float] = []
         for i in range(ROUNDS):
             ledger.wait_quiet()
-            seconds, _ = local.build(make_tar(contexts.make(), f"hello:local-{i}"))
+            seconds, _ = local.build(builder_tar(contexts.make(), f"hello:local-{i}"))
             local_runs.append(round(seconds, 4))
         log(f"build: local backend median {median(local_runs):.2f} s")
     except Exception:

@@ -19,13 +19,11 @@ Any step that fails ends as a ``failure`` status naming the file, function and r
 from __future__ import annotations
 
 import base64
-import io
 import json
 import logging
 import os
 import re
 import shutil
-import tarfile
 import tempfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +36,7 @@ import git
 
 from sdk.build_context import (
     BuildContextError,
+    builder_tar,
     context_digest,
     create_build_context,
     read_template,
@@ -62,7 +61,6 @@ from sdk.status import StatusReporter
 
 log = logging.getLogger("git-tar")
 
-CONFIG_ENTRY = "com.openfaas.docker.config"
 DIGEST_LABEL = "com.openfaas.cloud.context-digest"
 OWNER_LABEL = "com.openfaas.cloud.git-owner"
 
@@ -207,22 +205,6 @@ def image_for(push: PushEvent, function: str, registry: str) -> str:
     return f"{registry}/{push.owner.lower()}/{push.repo.lower()}-{function.lower()}:{branch}-{push.sha[:12]}"
 
 
-def make_tar(context: Path, image: str, build_args: dict[str, str]) -> bytes:
-    """The builder's tar: the config entry and the context under ``context/``, no links."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        config = json.dumps({"image": image, "buildArgs": build_args}).encode()
-        info = tarfile.TarInfo(CONFIG_ENTRY)
-        info.size = len(config)
-        tar.addfile(info, io.BytesIO(config))
-        for path in sorted(context.rglob("*")):
-            rel = path.relative_to(context).as_posix()
-            if path.is_symlink():
-                continue  # build contexts are made without links; never ship one
-            tar.add(path, arcname=f"context/{rel}", recursive=False)
-    return buffer.getvalue()
-
-
 # -- the core ---------------------------------------------------------------------------------------
 class GitTar:
     def __init__(self, cfg: Config) -> None:
@@ -361,7 +343,7 @@ class GitTar:
             log.info("%s: context unchanged (%s), redeploying %s", name, digest[:12], previous[1])
             return BuildRequest(image=previous[1], skip_build=True, **common)
         image = image_for(push, name, self.cfg.registry)
-        tar = make_tar(context, image, build_args)
+        tar = builder_tar(context, image, build_args)
         return BuildRequest(image=image, tar=base64.b64encode(tar).decode(), **common)
 
     def ship(self, request: BuildRequest, secret: str) -> dict[str, Any]:

@@ -19,10 +19,14 @@ folder). Set-uid and other special mode bits are dropped; special files are refu
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import re
 import shutil
 import stat
+import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -31,13 +35,19 @@ import yaml
 from sdk.stack import Stack, StackFunction, resolve_project_path
 
 __all__ = [
+    "BUILDER_CONFIG_ENTRY",
     "BuildContextError",
     "TemplateInfo",
     "read_template",
     "resolve_build_args",
     "create_build_context",
     "context_digest",
+    "builder_tar",
 ]
+
+# The builder's request tar: this JSON entry ({image, buildArgs}) beside ``context/``
+# (go-sdk ``MakeTar``; builder/tarball.py reads it).
+BUILDER_CONFIG_ENTRY = "com.openfaas.docker.config"
 
 # Handler entries faas-cli never copies into the context.
 _EXCLUDED_HANDLER_ENTRIES = ("build", "template")
@@ -266,3 +276,21 @@ def context_digest(path: Path) -> str:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     digest.update(chunk)
     return digest.hexdigest()
+
+
+def builder_tar(context: Path, image: str, build_args: Mapping[str, str] | None = None) -> bytes:
+    """The builder's request body for ``context``: the config entry and ``context/``, no links.
+
+    Sign it with the payload secret (``X-Build-Signature``) and POST it to ``/build``.
+    """
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        config = json.dumps({"image": image, "buildArgs": dict(build_args or {})}).encode()
+        info = tarfile.TarInfo(BUILDER_CONFIG_ENTRY)
+        info.size = len(config)
+        tar.addfile(info, io.BytesIO(config))
+        for path in sorted(context.rglob("*")):
+            if path.is_symlink():
+                continue  # build contexts are made without links; never ship one
+            tar.add(path, arcname=f"context/{path.relative_to(context).as_posix()}", recursive=False)
+    return buffer.getvalue()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -62,20 +59,6 @@ def test_git_errors_never_show_the_installation_token(gt) -> None:  # type: igno
     assert "x-access-token" not in scrubbed
 
 
-def test_builder_tar_has_the_config_and_the_context_and_no_links(gt, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    ctx = tmp_path / "ctx"
-    (ctx / "function").mkdir(parents=True)
-    (ctx / "index.py").write_text("print('x')\n")
-    (ctx / "function" / "handler.py").write_text("def handle(e, c): pass\n")
-    (ctx / "function" / "link").symlink_to("/etc/passwd")
-    data = gt.make_tar(ctx, "reg/a/b-c:main-1", {"ADDITIONAL_PACKAGE": ""})
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        names = tar.getnames()
-        config = json.load(tar.extractfile("com.openfaas.docker.config"))  # type: ignore[arg-type]
-    assert config == {"image": "reg/a/b-c:main-1", "buildArgs": {"ADDITIONAL_PACKAGE": ""}}
-    assert "context/index.py" in names and "context/function/handler.py" in names
-    assert "context/function/link" not in names
-    assert all(n == "com.openfaas.docker.config" or n.startswith("context/") for n in names)
 
 
 @pytest.mark.parametrize(

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import re
 import stat
+import tarfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from builder.tarball import extract_build_tar
 from sdk.build_context import (
     BuildContextError,
     TemplateInfo,
+    builder_tar,
     context_digest,
     create_build_context,
     read_template,
@@ -418,3 +423,26 @@ def test_context_digest_of_two_builds_of_the_same_project_is_equal(project, tmp_
     first = create_build_context(stack, "hello", dest=tmp_path / "a", **kwargs)
     second = create_build_context(stack, "hello", dest=tmp_path / "b", **kwargs)
     assert context_digest(first) == context_digest(second)
+
+
+def test_builder_tar_has_the_config_and_the_context_no_links_and_the_builder_accepts_it(
+    tmp_path: Path,
+) -> None:
+    ctx = tmp_path / "ctx"
+    (ctx / "function").mkdir(parents=True)
+    (ctx / "index.py").write_text("print('x')\n")
+    (ctx / "function" / "handler.py").write_text("def handle(e, c): pass\n")
+    (ctx / "function" / "link").symlink_to("/etc/passwd")
+    data = builder_tar(ctx, "reg/a/b-c:main-1", {"ADDITIONAL_PACKAGE": ""})
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        names = tar.getnames()
+        config = json.load(tar.extractfile("com.openfaas.docker.config"))  # type: ignore[arg-type]
+    assert config == {"image": "reg/a/b-c:main-1", "buildArgs": {"ADDITIONAL_PACKAGE": ""}}
+    assert "context/index.py" in names and "context/function/handler.py" in names
+    assert "context/function/link" not in names
+    assert all(n == "com.openfaas.docker.config" or n.startswith("context/") for n in names)
+    (tmp_path / "request.tar").write_bytes(data)
+    (tmp_path / "out").mkdir()
+    unpacked = extract_build_tar(tmp_path / "request.tar", tmp_path / "out", max_bytes=1 << 20)
+    assert unpacked.config.image == "reg/a/b-c:main-1"
+    assert (unpacked.context / "function" / "handler.py").read_text() == "def handle(e, c): pass\n"
