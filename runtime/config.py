@@ -17,7 +17,7 @@ from sdk.config import ConfigError, env_duration, env_int, env_str
 
 __all__ = ["RuntimeConfig", "ConfigError", "DOCKER_PULL_POLICIES", "default_state_dir"]
 
-PROVIDERS = ("process", "docker")
+PROVIDERS = ("process", "docker", "hybrid")
 # When the Docker provider pulls: auto (image absent, or tag latest/absent), always, never.
 DOCKER_PULL_POLICIES = ("auto", "always", "never")
 
@@ -68,9 +68,12 @@ class RuntimeConfig:
         ``OFC_DRAIN_TIMEOUT`` (``30s``): how long a replica being replaced may finish requests.
         ``OFC_PROVIDER`` (``process``): which provider runs functions: ``process`` (each
         replica an OS process, images from the local artifact store) or ``docker`` (each
-        replica a container of a registry image, on a Docker engine on this machine).
+        replica a container of a registry image, on a Docker engine on this machine) or
+        ``hybrid`` (images in the local artifact store as processes, any other image as a
+        container: the platform's own functions stay processes, users' are containers).
         ``OFC_DOCKER_HOST`` (``unix://<state>/engine/docker.sock`` when that socket exists,
-        else ``unix:///var/run/docker.sock``): the engine, for ``docker``; must exist at start.
+        else ``unix:///var/run/docker.sock``): the engine, for ``docker`` and ``hybrid``; must
+        exist at start.
         ``OFC_DOCKER_PULL`` (``auto``): when ``docker`` pulls an image: ``auto`` when it is
         absent or its tag is ``latest`` or absent, ``always``, or ``never`` (local images only).
         ``OFC_PYTHON``: interpreter function virtualenvs are made from (default: this one's base).
@@ -78,7 +81,9 @@ class RuntimeConfig:
         """
         provider = env_str(env, "OFC_PROVIDER", "process")
         if provider not in PROVIDERS:
-            raise ConfigError(f"OFC_PROVIDER={provider!r}: expected 'process' or 'docker'")
+            raise ConfigError(
+                f"OFC_PROVIDER={provider!r}: expected 'process', 'docker' or 'hybrid'"
+            )
         python = env_str(env, "OFC_PYTHON", getattr(sys, "_base_executable", sys.executable))
         state_dir = default_state_dir(env)
         docker_pull = env_str(env, "OFC_DOCKER_PULL", "auto")
@@ -86,7 +91,7 @@ class RuntimeConfig:
             raise ConfigError(
                 f"OFC_DOCKER_PULL={docker_pull!r}: expected 'auto', 'always' or 'never'"
             )
-        docker_socket = _docker_socket(env, state_dir) if provider == "docker" else ""
+        docker_socket = _docker_socket(env, state_dir) if provider != "process" else ""
         return cls(
             state_dir=state_dir,
             venv_dir=Path(env_str(env, "OFC_VENV_DIR", str(state_dir / "venvs"))).expanduser(),

@@ -40,9 +40,11 @@ from runtime.gateway.routes import Endpoints, build_router
 from runtime.httpcore.server import HttpServer
 from runtime.httpcore.upstream import UpstreamPool
 from runtime.logs import LogStore
-from runtime.providers.container import make_docker_provider
-from runtime.providers.process import make_process_provider
-from runtime.providers.replicas import ReplicaProvider, ReplicaProviderConfig
+from runtime.providers.container import ContainerLauncher, make_docker_provider
+from runtime.providers.engine_api import EngineClient
+from runtime.providers.hybrid import HybridLauncher
+from runtime.providers.process import ProcessLauncher
+from runtime.providers.replicas import Launcher, ReplicaProvider, ReplicaProviderConfig
 from runtime.queue.store import CallStore
 from runtime.queue.worker import QueueWorkers
 from runtime.secrets import SecretStore
@@ -112,7 +114,7 @@ class Gateway:
         self.port = 0
 
     def _make_provider(self, cfg: RuntimeConfig, paths: dict[str, Path]) -> ReplicaProvider:
-        """The provider ``OFC_PROVIDER`` names: ``process`` or ``docker``."""
+        """The provider ``OFC_PROVIDER`` names: ``process``, ``docker`` or ``hybrid``."""
         config = ReplicaProviderConfig(
             state_dir=cfg.state_dir,
             ready_timeout=cfg.ready_timeout,
@@ -127,12 +129,19 @@ class Gateway:
             return make_docker_provider(
                 config, docker_socket=cfg.docker_socket, pull=cfg.docker_pull, **shared
             )
-        return make_process_provider(
-            config,
-            artifacts=ArtifactStore(paths["artifacts"]),
+        artifacts = ArtifactStore(paths["artifacts"])
+        processes = ProcessLauncher(
+            cfg.state_dir,
+            artifacts=artifacts,
             venvs=VenvCache(cfg.venv_dir, python=cfg.python, pip_args=cfg.pip_args),
-            **shared,
         )
+        launcher: Launcher = processes
+        if cfg.provider == "hybrid":
+            containers = ContainerLauncher(
+                EngineClient(cfg.docker_socket), state_dir=cfg.state_dir, pull=cfg.docker_pull
+            )
+            launcher = HybridLauncher(processes, containers, artifacts)
+        return ReplicaProvider(config, launcher, **shared)
 
     async def start(self) -> int:
         """Restore functions, start the queue workers and listen; returns the bound port."""

@@ -23,21 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.artifacts import ArtifactError, ArtifactNotFound, ArtifactStore
-from runtime.logs import LogStore
-from runtime.provider import Endpoint, InvalidDeployment
+from runtime.provider import InvalidDeployment
 from runtime.providers.replicas import (
     Generation,
     LaunchError,
     Output,
-    ReplicaProvider,
-    ReplicaProviderConfig,
     RolloutFailed,
 )
-from runtime.secrets import SecretStore
 from runtime.venvs import VenvBuildError, VenvCache
 from sdk.openfaas import FunctionDeployment
 
-__all__ = ["ProcessLauncher", "make_process_provider"]
+__all__ = ["ProcessLauncher"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _PR_SET_PDEATHSIG = 1
@@ -205,22 +201,3 @@ class ProcessLauncher:
         except OSError as exc:
             raise LaunchError(f"cannot start {plan.argv[0]!r}: {exc.strerror or exc}") from None
         return _ProcessInstance(proc, output)
-
-
-def make_process_provider(
-    config: ReplicaProviderConfig,
-    *,
-    artifacts: ArtifactStore,
-    venvs: VenvCache,
-    secrets: SecretStore,
-    logs: LogStore,
-    on_endpoint_closed: Callable[[Endpoint], None] = lambda _: None,
-) -> ReplicaProvider:
-    """The process provider (``OFC_PROVIDER=process``, the default)."""
-    return ReplicaProvider(
-        config,
-        ProcessLauncher(config.state_dir, artifacts=artifacts, venvs=venvs),
-        secrets=secrets,
-        logs=logs,
-        on_endpoint_closed=on_endpoint_closed,
-    )

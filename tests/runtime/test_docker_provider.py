@@ -15,6 +15,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -23,7 +24,7 @@ from sdk.gateway import GatewayError
 from sdk.openfaas import FunctionDeployment, Resources
 from tests.conftest import TEMPLATE, RunningGateway
 from tests.containers import Engine
-from tests.helpers import wait_until
+from tests.helpers import child_pids, wait_until
 from tests.runtime.test_lifecycle import invoke_until_200, load, log_texts
 
 pytestmark = [pytest.mark.containers, pytest.mark.slow]
@@ -476,3 +477,29 @@ def test_gateway_sigterm_stops_and_removes_its_containers(
     assert containers_of(engine, gateway) == []
     assert gateway.proc is not None and gateway.proc.returncode == 0
     assert time.monotonic() - started < 15
+
+
+# -- hybrid: local artifacts as processes, registry images as containers ---------------------------
+def test_hybrid_runs_stored_artifacts_as_processes_and_registry_images_as_containers(
+    make_gateway: GatewayFactory, engine: Engine, image: str
+) -> None:
+    gateway = make_gateway(OFC_PROVIDER="hybrid", OFC_DOCKER_HOST=engine.docker_host)
+    gateway.store_function("local:v1", 'def handle(event, context):\n    return "from a process"\n')
+    try:
+        deploy(gateway, "local", "local:v1")
+        deploy(gateway, "boxed", image)
+
+        assert gateway.client.invoke("local").text == "from a process"
+        assert gateway.client.invoke("boxed").text == "v1"
+        assert len(containers_of(engine, gateway, "boxed")) == 1
+        assert containers_of(engine, gateway, "local") == []
+        # The process replica is the gateway's child; the container is not.
+        assert gateway.proc is not None
+        children = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in child_pids(gateway.proc.pid)]
+        assert sum(b"index.py" in cmdline for cmdline in children) == 1
+    finally:
+        gateway.stop()
+        leftovers = containers_of(engine, gateway)
+        if leftovers:
+            engine.docker("rm", "-f", *leftovers, check=False)
+    assert leftovers == []

@@ -55,7 +55,7 @@ def test_docker_host_names_the_socket_to_use(tmp_path: Path, listening_socket: P
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"OFC_PROVIDER": "kubernetes"}, "OFC_PROVIDER='kubernetes': expected 'process' or 'docker'"),
+        ({"OFC_PROVIDER": "kubernetes"}, "OFC_PROVIDER='kubernetes': expected 'process', 'docker' or 'hybrid'"),
         ({"OFC_PROVIDER": "docker", "OFC_DOCKER_HOST": "tcp://127.0.0.1:2375"},
          "OFC_DOCKER_HOST='tcp://127.0.0.1:2375': expected unix:///path/to/docker.sock"),
         ({"OFC_PROVIDER": "docker", "OFC_DOCKER_HOST": "/var/run/docker.sock"},
