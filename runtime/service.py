@@ -16,7 +16,14 @@ from typing import Protocol, TypeVar
 
 from sdk.config import ConfigError
 
-__all__ = ["Service", "run_service"]
+__all__ = ["Service", "StartupError", "run_service"]
+
+
+class StartupError(Exception):
+    """Something the service needs at start is not there (an engine that does not answer).
+
+    Raised by ``start()``; reported in one line with exit status 2, like a bad setting.
+    """
 
 
 class Service(Protocol):
@@ -54,6 +61,9 @@ def run_service(
     async def serve() -> int:
         try:
             port = await service.start()
+        except StartupError as exc:
+            print(f"ofc {name}: cannot start: {exc}", file=sys.stderr)
+            return 2
         except OSError as exc:  # most often the port is taken
             hint = f" (set {settings})" if settings else ""
             print(f"ofc {name}: cannot listen: {exc.strerror or exc}{hint}", file=sys.stderr)

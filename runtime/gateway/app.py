@@ -41,13 +41,14 @@ from runtime.httpcore.server import HttpServer
 from runtime.httpcore.upstream import UpstreamPool
 from runtime.logs import LogStore
 from runtime.providers.container import ContainerLauncher, make_docker_provider
-from runtime.providers.engine_api import EngineClient
+from runtime.providers.engine_api import EngineClient, EngineError
 from runtime.providers.hybrid import HybridLauncher
 from runtime.providers.process import ProcessLauncher
 from runtime.providers.replicas import Launcher, ReplicaProvider, ReplicaProviderConfig
 from runtime.queue.store import CallStore
 from runtime.queue.worker import QueueWorkers
 from runtime.secrets import SecretStore
+from runtime.service import StartupError
 from runtime.venvs import VenvCache
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,13 @@ class Gateway:
 
     async def start(self) -> int:
         """Restore functions, start the queue workers and listen; returns the bound port."""
-        await self.provider.start()
+        try:
+            await self.provider.start()
+        except EngineError as exc:
+            raise StartupError(
+                f"the Docker engine at {self.cfg.docker_socket} does not answer: {exc} "
+                "(OFC_DOCKER_HOST; `ofc engine status`)"
+            ) from None
         await self.workers.start()
         self.port = await self.server.listen(self.cfg.host, self.cfg.port)
         log.info("gateway listening on http://%s:%d", self.cfg.host, self.port)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -90,3 +91,23 @@ def test_gateway_with_docker_provider_and_no_engine_exits_2_saying_so(tmp_path: 
 
     assert proc.returncode == 2
     assert f"no socket at {tmp_path}/missing.sock" in proc.stderr
+
+
+def test_gateway_with_an_engine_socket_nobody_answers_exits_2_saying_so(tmp_path: Path) -> None:
+    path = tmp_path / "docker.sock"
+    with socket.socket(socket.AF_UNIX) as dead:
+        dead.bind(str(path))  # a socket file with no listener: connections are refused
+        env = {
+            **os.environ,
+            "OFC_STATE_DIR": str(tmp_path / "state"),
+            "OFC_PROVIDER": "docker",
+            "OFC_DOCKER_HOST": f"unix://{path}",
+            "OFC_GATEWAY_PORT": str(free_port()),
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "runtime"], cwd=REPO, env=env, capture_output=True,
+            text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert f"the Docker engine at {path} does not answer" in result.stderr
+    assert "Traceback" not in result.stderr
