@@ -79,12 +79,12 @@ def make_login_view(
     cfg: AuthConfig,
     signer: StateSigner,
     pending: PendingLogins,
-    oauth: GitHubOAuth | None,
-    not_configured: str,
+    oauth_setup: Callable[[], tuple[GitHubOAuth | None, str]],
 ) -> View:
     """``GET /login?r=<return URL>``: 302 to GitHub's authorize page with a fresh state."""
 
     def login() -> Response:
+        oauth, not_configured = oauth_setup()
         if oauth is None:
             raise Refusal(503, "Sign-in is not configured", not_configured)
         target = return_url(cfg, request.args.get("r", ""))
@@ -105,8 +105,7 @@ def make_callback_view(
     cfg: AuthConfig,
     signer: StateSigner,
     pending: PendingLogins,
-    oauth: GitHubOAuth | None,
-    not_configured: str,
+    oauth_setup: Callable[[], tuple[GitHubOAuth | None, str]],
     customers: Customers | None,
     keys: SigningKeys,
 ) -> View:
@@ -125,6 +124,7 @@ def make_callback_view(
         return response
 
     def finish() -> Response:
+        oauth, not_configured = oauth_setup()
         if oauth is None:
             raise Refusal(503, "Sign-in is not configured", not_configured)
         started = check_state()

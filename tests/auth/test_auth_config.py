@@ -180,3 +180,19 @@ def valid_token(auth: EdgeAuth) -> str:
     return issue_token(
         auth.private_key, login="alice", name="Alice", orgs=[], issuer=ISSUER, audience=AUDIENCE
     )
+
+
+def test_storing_the_real_client_secret_enables_sign_in_without_a_restart(
+    start_edge_auth: StartEdgeAuth,
+) -> None:
+    auth = start_edge_auth(client_secret=CLIENT_SECRET_PLACEHOLDER)
+    assert auth.get("/login").status_code == 503
+    assert auth.oauth_app is not None
+
+    # What `ofc secret create oauth-client-secret ...` does to the mounted file.
+    (auth.secrets_dir / "oauth-client-secret").write_text(auth.oauth_app.client_secret + "\n")
+    auth.github.sign_in("alice")
+    login = auth.get("/login", params={"r": "http://system.localhost:8000/dashboard/"})
+
+    assert login.status_code == 302
+    assert login.headers["Location"].startswith(f"{auth.github.url}/login/oauth/authorize?")
