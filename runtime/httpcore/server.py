@@ -87,7 +87,7 @@ class Response:
     Content-Length); otherwise a streamed body goes out chunked.
     """
 
-    __slots__ = ("status", "headers", "body", "length", "on_sent")
+    __slots__ = ("status", "headers", "body", "length", "on_sent", "sent")
 
     def __init__(
         self,
@@ -103,6 +103,8 @@ class Response:
         # Called once the whole response is written or has failed (the proxy releases
         # its upstream connection here).
         self.on_sent: Callable[[bool], None] | None = None
+        # Body bytes written so far (for access logs), framing not counted.
+        self.sent = 0
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -335,7 +337,11 @@ class _Connection(asyncio.Protocol):
                     )
                     head.append(b"content-length: %d\r\n" % length)
                 head.append(b"\r\n")
-                transport.write(b"".join(head) + (b"" if no_body else body))
+                if no_body:
+                    transport.write(b"".join(head))
+                else:
+                    transport.write(b"".join(head) + body)
+                    response.sent = len(body)
                 ok = True
                 return
             chunked = response.length is None
@@ -354,11 +360,13 @@ class _Connection(asyncio.Protocol):
                     if not chunk:
                         break
                     self._send(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                    response.sent += len(chunk)
                     await self._drain()
             else:
                 async for chunk in body:
                     if chunk:
                         self._send(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                        response.sent += len(chunk)
                         await self._drain()
             if chunked:
                 transport.write(b"0\r\n\r\n")

@@ -112,11 +112,13 @@ class _UpstreamConnection(asyncio.Protocol):
             else:
                 self.waiter.set_exception(_Stale("upstream closed the connection"))
         if self.response is not None and not self.message_done:
-            # A close-delimited body (no length, not chunked) ends with the connection.
-            try:
-                self.parser.feed_data(b"")
-            except httptools.HttpParserError:
-                pass
+            # A close-delimited body (no length, not chunked) ends with the connection;
+            # any other is cut short (llhttp would take the EOF as its end).
+            if self.response.length is None and not _chunked(self.response.headers):
+                try:
+                    self.parser.feed_data(b"")
+                except httptools.HttpParserError:
+                    pass
             if not self.message_done:
                 self.response.body.abort(ConnectionError("upstream closed mid-body"))
         self.write_gate.fail(ConnectionError("upstream closed the connection"))
@@ -224,6 +226,10 @@ class _UpstreamConnection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+
+
+def _chunked(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(n == b"transfer-encoding" and b"chunked" in v.lower() for n, v in headers)
 
 
 _HOP_BY_HOP = frozenset(

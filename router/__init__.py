@@ -1,0 +1,1 @@
+"""The edge router: the platform's only ingress (``python -m router``)."""
