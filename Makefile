@@ -23,10 +23,10 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-# Container tests get a private dockerd and registry for the run (scripts/test-with-engine
+# Container tests get a private dockerd and registry for the run (scripts/with-engine
 # installs the Debian packages they need, starts them, stops them by PID in its exit trap).
 test: lint
-	scripts/test-with-engine $(PYTEST_ARGS)
+	scripts/with-engine $(PY) -m pytest -q $(PYTEST_ARGS)
 
 base-image: $(STAMP)
 	bin/ofc base-image $(BASE_IMAGE_ARGS)
@@ -35,7 +35,7 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py $(DEMO_ARGS)
 
 bench: $(STAMP)
-	$(PY) -m bench
+	scripts/with-engine $(PY) -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

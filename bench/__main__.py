@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import async_drain, build, deploy_ready, harness, push_to_live, sync_invoke
+from bench import async_drain, build, deploy_ready, harness, push_to_live, router, sync_invoke
 from bench.harness import PROCESSES, Gateway, Ledger, ensure_wrk, log, skipped
 
 OUT = Path(__file__).resolve().parent / "results.json"
@@ -58,11 +58,17 @@ PLANNED: list[tuple[Any, list[tuple[str, str, str, str | None]]]] = [
     (
         push_to_live,
         [
+            ("push_to_live_10_users_at_once", "s", "one user pushing alone", None),
             ("push_to_live_first_deploy", "s", "bare minimum", "< 2 s"),
             ("push_to_live_one_line_change", "s", "bare minimum", "< 1.5 s"),
+            *(
+                (name, "s", push_to_live.CONTAINER_BASELINE, "< 8 s")
+                for name in push_to_live.CONTAINER_ENTRIES
+            ),
         ],
     ),
     (build, build.PLANNED),
+    (router, router.PLANNED),
 ]
 
 
@@ -156,7 +162,7 @@ def main() -> int:
         log(notes[-1])
 
         ledger = Ledger(gw.pid)
-        sync_planned, async_planned, deploy_planned, push_planned, build_planned = (
+        sync_planned, async_planned, deploy_planned, push_planned, build_planned, router_planned = (
             p for _, p in PLANNED
         )
         why_not = ensure_wrk()
@@ -165,6 +171,13 @@ def main() -> int:
             benchmarks += [skipped(n, u, b, g, why_not) for n, u, b, g in sync_planned]
         else:
             records, good = _run_one(sync_invoke, sync_planned, lambda: sync_invoke.run(gw, ledger))
+            benchmarks += records
+            ok &= good
+        if why_not:
+            log(f"router: SKIPPED: {why_not}")
+            benchmarks += [skipped(n, u, b, g, why_not) for n, u, b, g in router_planned]
+        else:
+            records, good = _run_one(router, router_planned, lambda: router.run(gw, ledger))
             benchmarks += records
             ok &= good
         records, good = _run_one(async_drain, async_planned, lambda: async_drain.run(gw, ledger))

@@ -11,7 +11,11 @@ included, and a rolling update).
   clone of the same repository over HTTP, the build folder laid out (template plus
   handler), and the handler started with the same cached virtualenv until it answers;
 * many users at once: N new users (1, 2, 5, 10) each push ``examples/`` at the same
-  moment; the time until every one of the N functions answers, beside one user alone.
+  moment; the time until every one of the N functions answers, beside one user alone;
+* with containers (``ofc up --containers``, when an engine is named as for the container
+  tests): the same first deploy and one-line change, built with BuildKit, pushed to the
+  registry and run as containers, beside a bare ``docker build`` + ``docker push`` +
+  ``docker run`` of the same code until it answers.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any
 
 import requests
 
-from bench.harness import PROCESSES, BenchError, entry, free_port, log, median
+from bench.harness import PROCESSES, BenchError, entry, free_port, log, median, skipped
 from ofc.gitclient import git, git_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,10 +42,13 @@ TIMEOUT = 120.0
 POLL = 0.01
 GOAL_FIRST = 2.0
 GOAL_REDEPLOY = 1.5
+GOAL_CONTAINERS = 8.0  # the original took 5 to 7 s per small function with a warm cache
+CONTAINER_ENTRIES = ("push_to_live_containers_first_deploy", "push_to_live_containers_one_line_change")
+CONTAINER_BASELINE = "bare docker build + docker push + docker run of the same code, first answer"
 
 
 class Platform:
-    def __init__(self, root: Path, venv_dir: Path) -> None:
+    def __init__(self, root: Path, venv_dir: Path, **extra_env: str) -> None:
         self.state = root / "platform"
         self.gateway_port = free_port()
         self.git_port = free_port()
@@ -52,6 +59,9 @@ class Platform:
             "OFC_GATEWAY_PORT": str(self.gateway_port),
             "OFC_BUILDER_PORT": str(free_port()),
             "OFC_GIT_PORT": str(self.git_port),
+            "OFC_AUTH_PORT": str(free_port()),
+            "OFC_ROUTER_PORT": str(free_port()),
+            **extra_env,
         }
         self.env.pop("OPENFAAS_URL", None)
 
@@ -88,6 +98,10 @@ def _until(check: Any, what: str) -> float:
     raise BenchError(f"{what} not within {TIMEOUT:g} s")
 
 
+def _append(path: Path, line: str) -> None:
+    path.write_text(path.read_text() + line + "\n")
+
+
 def _prepare_repo(platform: Platform, scratch: Path, user: str) -> tuple[Path, dict[str, str], str]:
     """A new user with ``examples/`` committed, ready to push: (work tree, git env, remote)."""
     token = platform.ofc("user", "add", user).strip().splitlines()[-1]
@@ -96,6 +110,8 @@ def _prepare_repo(platform: Platform, scratch: Path, user: str) -> tuple[Path, d
     env = git_env(home, user, token)
     work = scratch / f"repo-{user}"
     shutil.copytree(REPO / "examples", work)
+    # Code no earlier round built: a container build cache must not serve it whole.
+    _append(work / "hello" / "handler.py", f"# {user} {time.time_ns()}")
     git(work, env, "init", "-q", "-b", "main")
     git(work, env, "add", "-A")
     git(work, env, "commit", "-q", "-m", "hello")
@@ -110,8 +126,7 @@ def _push_round(platform: Platform, scratch: Path, user: str) -> dict[str, Any]:
     git(work, env, "push", "-q", remote, "main")
     first = _until(lambda: requests.get(url, timeout=5).status_code == 200, f"{url} answering") - t0
 
-    handler = work / "hello" / "handler.py"
-    handler.write_text(handler.read_text() + "# a one-line change\n")
+    _append(work / "hello" / "handler.py", f"# a one-line change {time.time_ns()}")
     git(work, env, "commit", "-q", "-am", "one line")
     sha = git(work, env, "rev-parse", "HEAD").strip()
     t1 = time.perf_counter()
@@ -200,7 +215,15 @@ def run(venv_dir: Path) -> list[dict[str, Any]]:
              f"rolling update); medians. The redeploy waits for the gateway to serve the new commit.")  # fmt: skip
     many = max(AT_ONCE)
     growth = ", ".join(f"{n}: {t:.2f} s" for n, t in at_once.items())
-    return [
+    try:
+        containers = run_containers(venv_dir)
+    except BenchError as exc:
+        log(f"push_to_live (containers): SKIPPED: {exc}")
+        containers = [
+            skipped(name, "s", CONTAINER_BASELINE, f"< {GOAL_CONTAINERS:g} s", str(exc))
+            for name in CONTAINER_ENTRIES
+        ]
+    return containers + [
         entry(f"push_to_live_{many}_users_at_once", "s", at_once[many],
               "one user pushing alone, same run", at_once[1], goal=None, met=None,
               runs=[{"users": n, "all_live_s": t} for n, t in at_once.items()],
@@ -213,4 +236,87 @@ def run(venv_dir: Path) -> list[dict[str, Any]]:
         entry("push_to_live_one_line_change", "s", redeploy, baseline_name, b, goal=f"< {GOAL_REDEPLOY:g} s",
               met=redeploy is not None and redeploy < GOAL_REDEPLOY, runs=[p["redeploy_s"] for p in pushes],
               baseline_runs=bare, notes=notes),  # fmt: skip
+    ]
+
+
+# -- with containers ----------------------------------------------------------------------------
+def _bare_container_round(
+    engine: Any, scratch: Path, pushed: dict[str, Any], n: int, ca_file: Path | None
+) -> float:
+    """Clone, lay out the build folder, docker build + push + run, first answer."""
+    from bench.build import bare_build
+
+    dest = scratch / f"bare-container-{n}"
+    image = f"{engine.registry}/ofc-bench-bare/hello:{n}-{time.time_ns()}"
+    port = free_port()
+    t0 = time.perf_counter()
+    subprocess.run(
+        ["git", "clone", "-q", "--depth", "1", pushed["remote"], str(dest / "src")],
+        env=pushed["env"], check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    build = dest / "build"
+    shutil.copytree(REPO / "template" / "python3-http", build)
+    shutil.copytree(dest / "src" / "hello", build / "function", dirs_exist_ok=True)
+    _append(build / "function" / "handler.py", f"# bare {time.time_ns()}")  # not in the cache
+    bare_build(engine, build, image, ca_file)
+    name = f"ofc-bench-bare-{n}-{os.getpid()}"
+    started = engine.docker("run", "-d", "--rm", "--name", name, "--network", "host",
+                            "-e", f"port={port}", "-e", "bind_address=127.0.0.1", image)  # fmt: skip
+    if started.returncode != 0:
+        raise BenchError(f"docker run failed: {started.stderr[-500:]}")
+    try:
+        return _until(
+            lambda: requests.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200,
+            "bare container answering",
+        ) - t0
+    finally:
+        engine.docker("rm", "-f", name)
+        engine.docker("rmi", image)
+
+
+def run_containers(venv_dir: Path) -> list[dict[str, Any]]:
+    """push-to-live with ``ofc up --containers`` on the engine the container tests use."""
+    from bench.build import engine_from, why_not
+
+    reason = why_not()
+    engine = engine_from(os.environ)
+    if reason is not None or engine is None:
+        raise BenchError(reason or "no engine")
+    scratch = Path(tempfile.mkdtemp(prefix="ofc-bench-push-containers-"))
+    platform = Platform(
+        scratch, venv_dir, OFC_DOCKER_HOST=engine.docker_host, OFC_REGISTRY=engine.registry,
+        OFC_DOCKER_CLI=engine.docker_cli,
+    )  # fmt: skip
+    try:
+        t = time.monotonic()
+        platform.ofc("up", "--detach", "--containers")
+        log(f"push_to_live (containers): platform up in {time.monotonic() - t:.1f} s")
+        _push_round(platform, scratch, "cwarmup")  # the engine's layer and pip caches
+        pushes, bare = [], []
+        for i in range(ROUNDS):
+            pushed = _push_round(platform, scratch, f"cbench{i + 1}")
+            pushes.append(pushed)
+            ca = platform.state / "builder" / "buildkit" / "ca-certificates.crt"  # the builder's
+            bare.append(round(_bare_container_round(
+                engine, scratch, pushed, i, ca if ca.is_file() else None), 4))  # fmt: skip
+            log(f"containers round {i + 1}: push-to-live {pushed['first_s']:.2f} s, redeploy "
+                f"{pushed['redeploy_s']:.2f} s, bare docker build+push+run {bare[-1]:.2f} s")  # fmt: skip
+    finally:
+        subprocess.run([OFC, "down"], env=platform.env, capture_output=True, timeout=120)
+        shutil.rmtree(scratch, ignore_errors=True)
+    first = median([p["first_s"] for p in pushes])
+    redeploy = median([p["redeploy_s"] for p in pushes])
+    b = median(bare)
+    baseline_name = CONTAINER_BASELINE
+    notes = (f"ofc up --containers: BuildKit through the engine, pushed to the registry, run as a "
+             f"container (host network, loopback port). {ROUNDS} rounds after one warm-up "
+             f"(layer and pip caches warm); the one-line change edits handler.py, so it "
+             f"rebuilds the function's layers and rolls the container. Medians.")  # fmt: skip
+    return [
+        entry("push_to_live_containers_first_deploy", "s", first, baseline_name, b,
+              goal=f"< {GOAL_CONTAINERS:g} s", met=first is not None and first < GOAL_CONTAINERS,
+              runs=[p["first_s"] for p in pushes], baseline_runs=bare, notes=notes),  # fmt: skip
+        entry("push_to_live_containers_one_line_change", "s", redeploy, baseline_name, b,
+              goal=f"< {GOAL_CONTAINERS:g} s", met=redeploy is not None and redeploy < GOAL_CONTAINERS,
+              runs=[p["redeploy_s"] for p in pushes], baseline_runs=bare, notes=notes),  # fmt: skip
     ]

@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,20 +41,22 @@ from . import engine as engine_mod
 from . import manifests, secrets_gen
 from .deploy import build_function, check_stack, deploy, function_url, wait_for_rollout
 from .local import (
+    AUTH,
+    BUILDER,
+    GATEWAY,
+    GITSERVER,
     REPO,
+    ROUTER,
+    SERVICES,
     CliError,
     Local,
-    spawn_builder,
-    spawn_gitserver,
-    spawn_runtime,
-    stop_builder,
-    stop_gitserver,
-    stop_runtime,
-    wait_builder_healthy,
-    wait_gitserver_healthy,
-    wait_healthy,
+    Service,
+    service_env,
+    spawn,
+    stop,
+    wait_answering,
 )
-from .platform import ensure_platform_secrets, platform_env
+from .platform import ensure_platform_secrets, platform_env, public_urls
 
 
 def _say(text: str) -> None:
@@ -104,22 +107,22 @@ def cmd_deploy(args: argparse.Namespace, local: Local | None = None) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     local = _local(args)
-    pid = local.running_pid()
-    if pid is not None:
-        raise CliError(f"the runtime is already running (pid {pid}); stop it with `ofc down`")
-    pid = local.builder_pid()
-    if pid is not None:
-        raise CliError(f"the builder is already running (pid {pid}); stop it with `ofc down`")
-    pid = local.gitserver_pid()
-    if pid is not None:
-        raise CliError(f"the git server is already running (pid {pid}); stop it with `ofc down`")
-    port = int(local.gateway_url.rsplit(":", 1)[-1].split("/")[0])
-    proc = spawn_runtime(local, os.environ, port=port, detach=args.detach)
-    builder = gitserver = None
+    for service in SERVICES:
+        pid = local.pid(service)
+        if pid is not None:
+            raise CliError(
+                f"the {service.title} is already running (pid {pid}); stop it with `ofc down`"
+            )
+    env = service_env(local, os.environ)
+    if args.containers:
+        containers = _container_env(local)
+        env.update(containers)
+        os.environ.update(containers)  # the stack's deploy below reads the registry from it
+    procs: dict[Service, subprocess.Popen] = {}  # type: ignore[type-arg]
     try:
-        wait_healthy(local, proc)
-        builder = spawn_builder(local, os.environ, detach=args.detach)
-        wait_builder_healthy(local, builder)
+        for service in (GATEWAY, BUILDER):
+            procs[service] = spawn(local, service, env, detach=args.detach)
+            wait_answering(local, service, procs[service])
         local = _local(args)  # credentials exist now
         _say(
             f"gateway: {local.gateway_url}  (user {local.user}; password in "
@@ -129,54 +132,110 @@ def cmd_up(args: argparse.Namespace) -> int:
         created = ensure_platform_secrets(local.client())
         if created:
             _say(f"created platform secrets: {', '.join(created)} (values are never printed)")
-        # After the secrets: the git server signs push events with the webhook secret.
-        gitserver = spawn_gitserver(local, os.environ, detach=args.detach)
-        wait_gitserver_healthy(local, gitserver)
-        _say(f"git remote: {local.git_url}/git/<user>/<repo>.git  (add users: `ofc user add NAME`)")
+        # After the secrets: the git server signs push events with the webhook secret and
+        # edge-auth signs sessions with the token key; the router reads the gateway's list.
+        edge = (GITSERVER, AUTH, ROUTER)
+        for service in edge:
+            procs[service] = spawn(local, service, env, detach=args.detach)
+        for service in edge:
+            wait_answering(local, service, procs[service])
+        public = public_urls(local, env)
+        _say(f"git remote: {public.git}/<user>/<repo>.git  (add users: `ofc user add NAME`)")
+        _say(f"functions: {public.function('<user>', '<function>')}  (also {public.path_style})")
+        _say(f"dashboard: {public.dashboard}")
         if not args.no_deploy:
             args.filter, args.no_wait = None, False
             cmd_deploy(args, local)
     except BaseException:
-        if gitserver is not None:
-            stop_gitserver(local)
-        if builder is not None:
-            stop_builder(local)
-        if not args.detach or proc.poll() is None:
-            stop_runtime(local)
+        for service, proc in reversed(procs.items()):
+            if service is not GATEWAY or not args.detach or proc.poll() is None:
+                stop(local, service)
         raise
     if args.detach:
-        _say(
-            f"runtime running in the background (pid {proc.pid}, log {local.log_file}); stop it with `ofc down`"
-        )
-        _say(f"builder running in the background (pid {builder.pid}, log {local.builder_log_file})")  # type: ignore[union-attr]
-        _say(
-            f"git server running in the background (pid {gitserver.pid}, log {local.gitserver_log_file})"  # type: ignore[union-attr]
-        )
+        for service, proc in procs.items():
+            _say(f"{service.title} running in the background (pid {proc.pid}, log {local.log_file(service)})")
+        _say("stop them with `ofc down`")
         return 0
-    _say("runtime, builder and git server running in the foreground; Ctrl-C stops them")
-    signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
+    gateway = procs[GATEWAY]
+    _say("the platform is running in the foreground; Ctrl-C stops it")
+    signal.signal(signal.SIGTERM, lambda *_: gateway.send_signal(signal.SIGTERM))
     try:
-        return proc.wait()
+        return gateway.wait()
     except KeyboardInterrupt:
-        proc.send_signal(signal.SIGTERM)
-        return proc.wait()
+        gateway.send_signal(signal.SIGTERM)
+        return gateway.wait()
     finally:
-        stop_gitserver(local)
-        stop_builder(local)
-        local.pid_file.unlink(missing_ok=True)
+        for service in reversed(SERVICES[1:]):
+            stop(local, service)
+        local.pid_file(GATEWAY).unlink(missing_ok=True)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     local = _local(args)
-    if stop_gitserver(local):
-        _say("git server stopped")
-    if stop_builder(local):
-        _say("builder stopped")
-    if stop_runtime(local):
-        _say("runtime stopped")
-    else:
-        _say("the runtime was not running")
+    for service in reversed(SERVICES):
+        if stop(local, service):
+            _say(f"{service.title} stopped")
+        elif service is GATEWAY:
+            _say("the runtime was not running")
+    marker = _engine_marker(local)
+    if marker.exists():  # `ofc up --containers` started it: stop it too
+        report = engine_mod.stop_engine(local.state_dir / "engine")
+        for line in report.lines():
+            _say(line)
+        if report.leftover:
+            raise CliError("the Docker engine did not stop completely (see above)")
+        marker.unlink()
+        _say("Docker engine stopped")
     return 0
+
+
+def _engine_marker(local: Local) -> Path:
+    return local.state_dir / "engine" / "started-by-ofc-up"
+
+
+def _container_env(local: Local) -> dict[str, str]:
+    """``ofc up --containers``: an engine, the base image, and the settings that use them.
+
+    Users' functions are built by the builder's buildkit backend, pushed to the engine's
+    registry and run as containers; the platform's own functions stay processes
+    (``OFC_PROVIDER=hybrid``). An engine named by ``OFC_DOCKER_HOST`` and
+    ``OFC_REGISTRY``, or already running in the state directory, is used as it is; one
+    started here is stopped by ``ofc down``.
+    """
+    given, registry = os.environ.get("OFC_DOCKER_HOST", ""), os.environ.get("OFC_REGISTRY", "")
+    if given and registry:
+        _say(f"Docker engine: {given}, registry http://{registry} (OFC_DOCKER_HOST, OFC_REGISTRY)")
+        return _with_base_image(given, registry)
+    directory = local.state_dir / "engine"
+    try:
+        status = engine_mod.engine_status(directory)
+    except engine_mod.EngineError as exc:
+        raise CliError(str(exc)) from None
+    if status is not None and status.healthy:
+        info = status.info
+        _say(f"Docker engine: using the one running in {directory}")
+    else:
+        reason = engine_mod.can_run_engine()
+        if reason is not None:
+            raise CliError(f"--containers needs a Docker engine, and this machine cannot run one: {reason}")
+        info = _start_engine(directory, None)
+        _engine_marker(local).write_text(f"{info.pids}\n")
+        _say(f"Docker engine started in {directory} ({_pids(info)}), registry http://{info.registry}")
+    return _with_base_image(info.docker_host, info.registry)
+
+
+def _with_base_image(docker_host: str, registry: str) -> dict[str, str]:
+    try:
+        result = base_image_mod.ensure_base_image(docker_host, progress=_say)
+    except base_image_mod.BaseImageError as exc:
+        raise CliError(str(exc)) from None
+    _say(result.describe())
+    return {
+        "OFC_PROVIDER": "hybrid",
+        "OFC_DOCKER_HOST": docker_host,
+        "OFC_BUILDER_BACKEND": "buildkit",
+        "OFC_REGISTRY": registry,
+    }
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -282,11 +341,13 @@ def cmd_user(args: argparse.Namespace) -> int:
     try:
         if args.user_command == "add":
             user, token = store.add(args.name)
-            public = os.environ.get("OFC_GIT_PUBLIC_URL", "").rstrip("/") or local.git_url
+            own = os.environ.get("OFC_GIT_PUBLIC_URL", "").rstrip("/")
+            # Through the edge-router, as users reach everything, unless told otherwise.
+            public = f"{own}/git" if own else public_urls(local, os.environ).git
             _say(
                 f"user {user.name} created. Their token is printed below, once: it is not "
                 "stored and cannot be shown again.\n"
-                f"push with: git push {public}/git/{user.name}/<repo>.git main  "
+                f"push with: git push {public}/{user.name}/<repo>.git main  "
                 f"(user {user.name}, password: the token)"
             )
             print(token, flush=True)
@@ -423,6 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("-d", "--detach", action="store_true", help="run in the background")
     up.add_argument(
         "--no-deploy", action="store_true", help="only start the runtime and the builder"
+    )
+    up.add_argument(
+        "--containers",
+        action="store_true",
+        help="build users' functions with BuildKit and run them as containers (starts a "
+        "private Docker engine and registry; the platform's own functions stay processes)",
     )
     up.set_defaults(func=cmd_up)
 

@@ -1,11 +1,14 @@
-"""Where the CLI finds the local runtime: state directory, credentials, gateway URL, processes.
+"""Where the CLI finds the local platform: state directory, credentials, services, processes.
 
-The CLI, ``python -m runtime``, ``python -m builder`` and ``python -m gitserver`` share
-one state directory (``OFC_STATE_DIR``, default ``~/.ofc``); the gateway's credentials
-are the files the runtime generated there, unless ``OFC_GATEWAY_USER``/
-``OFC_GATEWAY_PASSWORD`` say otherwise (a remote gateway). Each process has its pid file
-and, when detached, its log there: ``gateway.pid``/``gateway.log``,
-``builder.pid``/``builder.log`` and ``gitserver.pid``/``gitserver.log``.
+``ofc up`` runs five services as ``python -m <module>`` processes sharing one state
+directory (``OFC_STATE_DIR``, default ``~/.ofc``): the gateway (``runtime``), the
+``builder``, the built-in git remote (``gitserver``), ``edge-auth`` (``auth``) and the
+``edge-router`` (``router``), the only ingress users need. Each has its port setting
+(:data:`SERVICES`), a pid file and, when detached, a log in the state directory:
+``gateway.pid``/``gateway.log``, ``builder.pid``/``builder.log`` and so on.
+
+The gateway's credentials are the files the runtime generated in the state directory,
+unless ``OFC_GATEWAY_USER``/``OFC_GATEWAY_PASSWORD`` say otherwise (a remote gateway).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
@@ -33,25 +36,46 @@ class CliError(Exception):
 
 
 @dataclass(frozen=True)
+class Service:
+    """One of the platform's processes on this machine."""
+
+    name: str  # pid and log file stem: gateway.pid, builder.log
+    module: str  # python -m <module>
+    title: str  # how messages name it
+    port_env: str
+    default_port: int
+
+    def url(self, env: Mapping[str, str]) -> str:
+        port = env_int(env, self.port_env, self.default_port, minimum=0, maximum=65535)
+        return f"http://127.0.0.1:{port}"
+
+
+GATEWAY = Service("gateway", "runtime", "runtime", "OFC_GATEWAY_PORT", 8080)
+BUILDER = Service("builder", "builder", "builder", "OFC_BUILDER_PORT", 8081)
+GITSERVER = Service("gitserver", "gitserver", "git server", "OFC_GIT_PORT", 8082)
+AUTH = Service("auth", "auth", "edge-auth", "OFC_AUTH_PORT", 8083)
+ROUTER = Service("router", "router", "edge-router", "OFC_ROUTER_PORT", 8000)
+# In start order; `ofc down` stops them in reverse.
+SERVICES = (GATEWAY, BUILDER, GITSERVER, AUTH, ROUTER)
+
+
+@dataclass(frozen=True)
 class Local:
-    """The local runtime's coordinates."""
+    """The local platform's coordinates."""
 
     state_dir: Path
     gateway_url: str
     user: str
     password: str
-    builder_url: str = "http://127.0.0.1:8081"
-    git_url: str = "http://127.0.0.1:8082"
+    urls: Mapping[str, str] = field(default_factory=dict)  # service name -> loopback URL
 
     @classmethod
     def from_env(
         cls, env: Mapping[str, str], *, state_dir: str | None, gateway: str | None
     ) -> Local:
         state = Path(state_dir).expanduser() if state_dir else default_state_dir(env)
-        port = env_int(env, "OFC_GATEWAY_PORT", 8080, minimum=0, maximum=65535)
-        builder_port = env_int(env, "OFC_BUILDER_PORT", 8081, minimum=0, maximum=65535)
-        git_port = env_int(env, "OFC_GIT_PORT", 8082, minimum=0, maximum=65535)
-        url = gateway or env_str(env, "OPENFAAS_URL", f"http://127.0.0.1:{port}")
+        urls = {s.name: s.url(env) for s in SERVICES}
+        url = gateway or env_str(env, "OPENFAAS_URL", urls[GATEWAY.name])
         user = env_str(env, "OFC_GATEWAY_USER", "")
         password = env_str(env, "OFC_GATEWAY_PASSWORD", "")
         if not user:
@@ -61,38 +85,32 @@ class Local:
                 password = (secrets / "basic-auth-password").read_text().strip()
             except FileNotFoundError:
                 user, password = "", ""
-        return cls(
-            state,
-            url.rstrip("/"),
-            user,
-            password,
-            f"http://127.0.0.1:{builder_port}",
-            f"http://127.0.0.1:{git_port}",
-        )
+        return cls(state, url.rstrip("/"), user, password, urls)
 
     @property
-    def pid_file(self) -> Path:
-        return self.state_dir / "gateway.pid"
+    def builder_url(self) -> str:
+        return self.urls[BUILDER.name]
 
     @property
-    def log_file(self) -> Path:
-        return self.state_dir / "gateway.log"
+    def git_url(self) -> str:
+        return self.urls[GITSERVER.name]
 
     @property
-    def builder_pid_file(self) -> Path:
-        return self.state_dir / "builder.pid"
+    def router_url(self) -> str:
+        return self.urls[ROUTER.name]
 
-    @property
-    def builder_log_file(self) -> Path:
-        return self.state_dir / "builder.log"
+    def url(self, service: Service) -> str:
+        return self.gateway_url if service is GATEWAY else self.urls[service.name]
 
-    @property
-    def gitserver_pid_file(self) -> Path:
-        return self.state_dir / "gitserver.pid"
+    def pid_file(self, service: Service) -> Path:
+        return self.state_dir / f"{service.name}.pid"
 
-    @property
-    def gitserver_log_file(self) -> Path:
-        return self.state_dir / "gitserver.log"
+    def log_file(self, service: Service) -> Path:
+        return self.state_dir / f"{service.name}.log"
+
+    def pid(self, service: Service) -> int | None:
+        """The PID in ``service``'s pid file if that process is still that service."""
+        return _running_pid(self.pid_file(service), service.module.encode())
 
     def client(self, timeout: float = 30.0) -> GatewayClient:
         if not self.user:
@@ -104,18 +122,6 @@ class Local:
 
     def healthy(self) -> bool:
         return _answers(self.gateway_url + "/healthz")
-
-    def running_pid(self) -> int | None:
-        """The PID in the pid file if that process is still our runtime."""
-        return _running_pid(self.pid_file, b"runtime")
-
-    def builder_pid(self) -> int | None:
-        """The PID in the builder's pid file if that process is still our builder."""
-        return _running_pid(self.builder_pid_file, b"builder")
-
-    def gitserver_pid(self) -> int | None:
-        """The PID in the git server's pid file if that process is still our git server."""
-        return _running_pid(self.gitserver_pid_file, b"gitserver")
 
 
 def _answers(url: str) -> bool:
@@ -138,16 +144,22 @@ def _running_pid(pid_file: Path, module: bytes) -> int | None:
     return pid if module in cmdline else None
 
 
-def _spawn(
-    module: str, env: Mapping[str, str], *, pid_file: Path, log_file: Path, detach: bool
+def spawn(
+    local: Local, service: Service, env: Mapping[str, str], *, detach: bool
 ) -> subprocess.Popen:  # type: ignore[type-arg]
-    """Start ``python -m <module>``; detached ones log to ``log_file``."""
-    child_env = dict(env)
+    """Start ``python -m <module>`` on ``local``'s state directory and ``service``'s port.
+
+    Detached ones log to the state directory and leave the terminal's session.
+    """
+    local.state_dir.mkdir(parents=True, exist_ok=True)
+    port = local.url(service).rsplit(":", 1)[-1].split("/")[0]
+    child_env = {**env, "OFC_STATE_DIR": str(local.state_dir), service.port_env: port}
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    argv = [sys.executable, "-m", service.module]
     if detach:
-        with open(log_file, "ab") as log:
+        with open(local.log_file(service), "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", module],
+                argv,
                 cwd=REPO,
                 env=child_env,
                 stdin=subprocess.DEVNULL,
@@ -156,102 +168,33 @@ def _spawn(
                 start_new_session=True,
             )
     else:
-        proc = subprocess.Popen([sys.executable, "-m", module], cwd=REPO, env=child_env)
-    pid_file.write_text(f"{proc.pid}\n")
+        proc = subprocess.Popen(argv, cwd=REPO, env=child_env)
+    local.pid_file(service).write_text(f"{proc.pid}\n")
     return proc
 
 
-def spawn_runtime(
-    local: Local, env: Mapping[str, str], *, port: int, detach: bool
-) -> subprocess.Popen:  # type: ignore[type-arg]
-    """Start ``python -m runtime`` for ``local``; detached ones log to the state directory."""
-    local.state_dir.mkdir(parents=True, exist_ok=True)
-    child_env = {**env, "OFC_STATE_DIR": str(local.state_dir), "OFC_GATEWAY_PORT": str(port)}
-    return _spawn(
-        "runtime", child_env, pid_file=local.pid_file, log_file=local.log_file, detach=detach
-    )
-
-
-def spawn_builder(local: Local, env: Mapping[str, str], *, detach: bool) -> subprocess.Popen:  # type: ignore[type-arg]
-    """Start ``python -m builder`` on ``local``'s state directory (same artifacts and venvs)."""
-    local.state_dir.mkdir(parents=True, exist_ok=True)
-    port = local.builder_url.rsplit(":", 1)[-1]
-    child_env = {**env, "OFC_STATE_DIR": str(local.state_dir), "OFC_BUILDER_PORT": port}
-    return _spawn(
-        "builder",
-        child_env,
-        pid_file=local.builder_pid_file,
-        log_file=local.builder_log_file,
-        detach=detach,
-    )
-
-
-def spawn_gitserver(local: Local, env: Mapping[str, str], *, detach: bool) -> subprocess.Popen:  # type: ignore[type-arg]
-    """Start ``python -m gitserver`` on ``local``'s state directory, sending push events
-    to ``local``'s gateway. The platform's secrets must exist by then."""
-    local.state_dir.mkdir(parents=True, exist_ok=True)
-    port = local.git_url.rsplit(":", 1)[-1]
-    child_env = {
-        **env,
-        "OFC_STATE_DIR": str(local.state_dir),
-        "OFC_GIT_PORT": port,
-        "OFC_GATEWAY_URL": local.gateway_url,
-    }
-    return _spawn(
-        "gitserver",
-        child_env,
-        pid_file=local.gitserver_pid_file,
-        log_file=local.gitserver_log_file,
-        detach=detach,
-    )
-
-
-def _wait_answering(
-    what: str, url: str, log_file: Path, proc: subprocess.Popen[bytes], timeout: float
+def wait_answering(
+    local: Local, service: Service, proc: subprocess.Popen[bytes], timeout: float = 30.0
 ) -> None:
+    """Until ``service`` answers ``/healthz``; :class:`CliError` if it exits or never does."""
+    url = local.url(service) + "/healthz"
+    log_file = local.log_file(service)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             hint = f"; see {log_file}" if log_file.exists() else ""
-            raise CliError(f"the {what} exited with status {proc.returncode} while starting{hint}")
+            raise CliError(
+                f"the {service.title} exited with status {proc.returncode} while starting{hint}"
+            )
         if _answers(url):
             return
         time.sleep(0.05)
-    raise CliError(f"the {what} did not answer on {url} within {timeout:g} s")
+    raise CliError(f"the {service.title} did not answer on {url} within {timeout:g} s")
 
 
-def wait_healthy(local: Local, proc: subprocess.Popen, timeout: float = 30.0) -> None:  # type: ignore[type-arg]
-    _wait_answering("runtime", local.gateway_url + "/healthz", local.log_file, proc, timeout)
-
-
-def wait_builder_healthy(local: Local, proc: subprocess.Popen, timeout: float = 30.0) -> None:  # type: ignore[type-arg]
-    _wait_answering(
-        "builder", local.builder_url + "/healthz", local.builder_log_file, proc, timeout
-    )
-
-
-def wait_gitserver_healthy(local: Local, proc: subprocess.Popen, timeout: float = 30.0) -> None:  # type: ignore[type-arg]
-    _wait_answering(
-        "git server", local.git_url + "/healthz", local.gitserver_log_file, proc, timeout
-    )
-
-
-def stop_runtime(local: Local, timeout: float = 30.0) -> bool:
-    """SIGTERM the runtime by its PID, SIGKILL after ``timeout``; False when none was running."""
-    return _stop(local.running_pid(), local.pid_file, timeout)
-
-
-def stop_builder(local: Local, timeout: float = 30.0) -> bool:
-    """SIGTERM the builder by its PID, SIGKILL after ``timeout``; False when none was running."""
-    return _stop(local.builder_pid(), local.builder_pid_file, timeout)
-
-
-def stop_gitserver(local: Local, timeout: float = 30.0) -> bool:
-    """SIGTERM the git server by its PID, SIGKILL after ``timeout``; False when none was running."""
-    return _stop(local.gitserver_pid(), local.gitserver_pid_file, timeout)
-
-
-def _stop(pid: int | None, pid_file: Path, timeout: float) -> bool:
+def stop(local: Local, service: Service, timeout: float = 30.0) -> bool:
+    """SIGTERM ``service`` by its PID, SIGKILL after ``timeout``; False when it was not running."""
+    pid, pid_file = local.pid(service), local.pid_file(service)
     if pid is None:
         pid_file.unlink(missing_ok=True)
         return False
@@ -272,3 +215,20 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def service_env(local: Local, env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` plus where each service finds the others on loopback (an operator's values win).
+
+    The public port of the edge (the router's) names the session token's issuer and the
+    URLs users see, so edge-auth and the router must agree on it.
+    """
+    router_port = local.router_url.rsplit(":", 1)[-1]
+    defaults = {
+        "OFC_GATEWAY_URL": local.gateway_url,
+        "OFC_BUILDER_URL": local.builder_url,
+        "OFC_GIT_URL": local.git_url,
+        "OFC_AUTH_URL": local.urls[AUTH.name],
+        "OFC_PUBLIC_PORT": router_port,
+    }
+    return {**env, **{key: env.get(key) or value for key, value in defaults.items()}}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -20,13 +21,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from auth.config import CLIENT_SECRET_PLACEHOLDER
+from sdk.config import env_int, env_str
 from sdk.gateway import GatewayClient
-from sdk.tokens import generate_keypair
+from sdk.tokens import generate_keypair, public_origin
 
 if TYPE_CHECKING:
     from ofc.local import Local
 
-__all__ = ["PLATFORM_SECRETS", "ensure_platform_secrets", "platform_env"]
+__all__ = ["PLATFORM_SECRETS", "PublicUrls", "ensure_platform_secrets", "platform_env", "public_urls"]
 
 PLATFORM_SECRETS = (
     "payload-secret",
@@ -75,6 +77,51 @@ def ensure_platform_secrets(client: GatewayClient) -> list[str]:
     return created
 
 
+@dataclass(frozen=True)
+class PublicUrls:
+    """What users see: the edge-router's addresses (OFC_DOMAIN, OFC_PUBLIC_SCHEME/PORT).
+
+    ``*.localhost`` names reach loopback in browsers and curl without DNS; the path
+    style on the router's own address works with any client.
+    """
+
+    scheme: str
+    domain: str
+    port: int
+    router_url: str  # loopback address of the router
+
+    def function(self, owner: str, name: str) -> str:
+        return public_origin(self.scheme, f"{owner.lower()}.{self.domain}", self.port) + f"/{name}"
+
+    @property
+    def function_template(self) -> str:
+        """``function_url_template`` for the pipeline (sdk/urls.py placeholders)."""
+        return self.function("{owner}", "{short_name}")
+
+    @property
+    def path_style(self) -> str:
+        return f"{self.router_url}/<user>/<function>"
+
+    @property
+    def git(self) -> str:
+        return f"{self.router_url}/git"
+
+    @property
+    def dashboard(self) -> str:
+        return public_origin(self.scheme, f"system.{self.domain}", self.port) + "/dashboard/"
+
+
+def public_urls(local: Local, env: Mapping[str, str]) -> PublicUrls:
+    """The edge's public addresses for ``local`` (router port unless OFC_PUBLIC_PORT says)."""
+    router_port = int(local.router_url.rsplit(":", 1)[-1])
+    return PublicUrls(
+        scheme=env_str(env, "OFC_PUBLIC_SCHEME", "http"),
+        domain=env_str(env, "OFC_DOMAIN", "localhost"),
+        port=env_int(env, "OFC_PUBLIC_PORT", router_port, minimum=1, maximum=65535),
+        router_url=local.router_url,
+    )
+
+
 def platform_env(local: Local, env: Mapping[str, str]) -> dict[str, str]:
     """What the root stack.yml substitutes on the embedded runtime, over ``env``.
 
@@ -91,8 +138,11 @@ def platform_env(local: Local, env: Mapping[str, str]) -> dict[str, str]:
         "GATEWAY_URL": local.gateway_url,
         "BUILDER_URL": local.builder_url,
         "PIPELINE_LOG_DIR": str(local.state_dir / "pipeline-logs"),
-        "FUNCTION_URL_TEMPLATE": local.gateway_url + "/function/{name}",
+        # Users reach their functions through the edge-router, at user-prefixed hosts.
+        "FUNCTION_URL_TEMPLATE": public_urls(local, env).function_template,
         "GIT_REMOTE_URL": env.get("OFC_GIT_PUBLIC_URL", "").rstrip("/") or local.git_url,
+        # The registry of `ofc up --containers`' engine, where users' images go.
+        "PUSH_REPOSITORY_URL": env.get("OFC_REGISTRY") or "127.0.0.1:5000",
     }
     out = {key: env.get(key) or value for key, value in defaults.items()}
     out["GIT_HOSTS"] = ",".join(hosts)

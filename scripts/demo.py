@@ -1,9 +1,13 @@
 """``make demo``: push to live on a fresh machine.
 
 Starts the embedded platform, creates a user on its built-in git remote, ``git push``es
-``examples/`` as a repository, waits for the pipeline, calls the function at its URL
-and prints the answer and ``push-to-live``; then pushes a one-line change and prints
-the redeploy time. Stops everything at the end, unless ``--keep``.
+``examples/`` as a repository through the edge-router, waits for the pipeline, calls the
+function at its user-prefixed URL (``http://demo.localhost:8000/hello``) through the
+router and prints the answer and ``push-to-live``; then pushes a one-line change and
+prints the redeploy time. Stops everything at the end, unless ``--keep``.
+
+``*.localhost`` names reach loopback in browsers and curl; Python's resolver does not
+know them, so the demo connects to the router's address and sends the Host header.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from ofc.gitclient import git, git_env  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 OFC = str(REPO / "bin" / "ofc")
 USER = "demo"
-FUNCTION = f"{USER}-hello"
 
 
 def ofc(*args: str, capture: bool = False) -> str:
@@ -36,11 +39,12 @@ def ofc(*args: str, capture: bool = False) -> str:
     return result.stdout if capture else ""
 
 
-def wait_for(url: str, expect: str, timeout: float = 120.0) -> str:
+def wait_for(url: str, host: str, expect: str, timeout: float = 120.0) -> str:
+    """GET ``url`` (the router's loopback address) as ``host`` until it answers ``expect``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            response = requests.get(url, params={"name": "demo"}, timeout=5)
+            response = requests.get(url, params={"name": "demo"}, headers={"Host": host}, timeout=5)
             if response.status_code == 200 and expect in response.text:
                 return response.text
         except requests.RequestException:
@@ -57,7 +61,9 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("OFC_STATE_DIR", str(REPO / ".ofc"))
     gateway = f"http://127.0.0.1:{os.environ.setdefault('OFC_GATEWAY_PORT', '8080')}"
-    git_port = os.environ.setdefault("OFC_GIT_PORT", "8082")
+    router_port = os.environ.setdefault("OFC_ROUTER_PORT", "8000")
+    router = f"http://127.0.0.1:{router_port}"
+    host = f"{USER}.localhost:{router_port}"
 
     subprocess.run([OFC, "down"], capture_output=True, check=False)
     print(
@@ -73,17 +79,17 @@ def main() -> int:
             work = Path(tmp) / "hello-world"
             shutil.copytree(REPO / "examples", work)
             env = git_env(Path(tmp), USER, token)
-            remote = f"http://127.0.0.1:{git_port}/git/{USER}/hello-world.git"
+            remote = f"{router}/git/{USER}/hello-world.git"
             git(work, env, "init", "-q", "-b", "main")
             git(work, env, "add", "-A")
             git(work, env, "commit", "-q", "-m", "hello world")
             print(f"==> git push {remote} main", flush=True)
             started = time.monotonic()
             git(work, env, "push", "-q", remote, "main")
-            url = f"{gateway}/function/{FUNCTION}"
-            answer = wait_for(url, "Hello")
+            url = f"{router}/hello"
+            answer = wait_for(url, host, "Hello")
             first = time.monotonic() - started
-            print(f"==> {url}?name=demo answered: {answer.strip()}")
+            print(f"==> http://{host}/hello?name=demo answered: {answer.strip()}")
             print(f"push-to-live: {first:.2f} s", flush=True)
 
             stack = work / "stack.yml"  # one line: the greeting the function is deployed with
@@ -91,7 +97,7 @@ def main() -> int:
             git(work, env, "commit", "-q", "-am", "a one-line change")
             started = time.monotonic()
             git(work, env, "push", "-q", remote, "main")
-            answer = wait_for(url, "Hi again")
+            answer = wait_for(url, host, "Hi again")
             print(f"==> after a one-line change: {answer.strip()}")
             print(f"redeploy: {time.monotonic() - started:.2f} s", flush=True)
     except BaseException:
@@ -100,7 +106,9 @@ def main() -> int:
         raise
     if args.keep:
         print(
-            f"==> still running. Functions: `bin/ofc list`; pipeline logs: `bin/ofc logs git-tar`, "
+            f"==> still running. Try `curl http://{host}/hello?name=you`; functions: `bin/ofc list`; "
+            f"dashboard: http://system.localhost:{router_port}/dashboard/ (sign-in needs a GitHub "
+            f"OAuth app: docs/production.md); pipeline logs: `bin/ofc logs git-tar`, "
             f"`bin/ofc logs buildshiprun`; push more to {remote}; stop with `bin/ofc down`."
         )
     else:

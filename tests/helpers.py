@@ -154,6 +154,8 @@ class Cli:
             "OFC_GATEWAY_PORT": str(port),
             "OFC_BUILDER_PORT": str(self.builder_port),
             "OFC_GIT_PORT": str(free_port()),
+            "OFC_AUTH_PORT": str(free_port()),
+            "OFC_ROUTER_PORT": str(free_port()),
             "OFC_VENV_DIR": str(venv_dir),
             **env,
         }

@@ -24,6 +24,8 @@ def test_demo_pushes_the_example_and_prints_its_answer_and_push_to_live(
         "OFC_GATEWAY_PORT": str(free_port()),
         "OFC_BUILDER_PORT": str(free_port()),
         "OFC_GIT_PORT": str(free_port()),
+        "OFC_AUTH_PORT": str(free_port()),
+        "OFC_ROUTER_PORT": str(free_port()),
     }
     env.pop("OPENFAAS_URL", None)
     result = subprocess.run(
@@ -36,6 +38,10 @@ def test_demo_pushes_the_example_and_prints_its_answer_and_push_to_live(
     )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
+    # Pushed and called through the edge-router, at the user-prefixed host.
+    router = f"http://127.0.0.1:{env['OFC_ROUTER_PORT']}"
+    assert f"git push {router}/git/demo/hello-world.git main" in out
+    assert f"http://demo.localhost:{env['OFC_ROUTER_PORT']}/hello?name=demo answered" in out
     assert '{"message": "Hello, demo!"}' in out
     assert '{"message": "Hi again, demo!"}' in out
     assert "push-to-live: " in out and "redeploy: " in out

@@ -1,9 +1,10 @@
 """git push to the platform's own remote, end to end: the same pipeline a GitHub push takes.
 
-``ofc up`` starts the gateway, the builder, the built-in git remote and the platform's
-functions; users are made with ``ofc user add`` and push with plain ``git`` (token through
-``GIT_ASKPASS``, never on a command line). No GitHub and no fake of it: a push to the
-built-in remote reaches github-event as a signed GitHub-shaped event.
+``ofc up`` starts the gateway, the builder, the built-in git remote (pushed to through
+the edge-router, as users do) and the platform's functions; users are made with
+``ofc user add`` and push with plain ``git`` (token through ``GIT_ASKPASS``, never on a
+command line). No GitHub and no fake of it: a push to the built-in remote reaches
+github-event as a signed GitHub-shaped event.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class Remote:
 
     @property
     def git_url(self) -> str:
-        return f"http://127.0.0.1:{self.cli.env['OFC_GIT_PORT']}/git"
+        return f"http://127.0.0.1:{self.cli.env['OFC_ROUTER_PORT']}/git"  # through the edge-router
 
     def user(self, name: str) -> str:
         if name not in self.tokens:
@@ -133,6 +134,10 @@ def test_push_makes_the_function_live_under_the_users_prefix(remote: Remote) -> 
     )
     sha = remote.push("erin", work, "erin", "fns")
     remote.answers("erin-hello", {"hi": "erin"})
+    # At its public, user-prefixed URL through the edge-router too.
+    router = f"http://127.0.0.1:{remote.cli.env['OFC_ROUTER_PORT']}"
+    host = f"erin.localhost:{remote.cli.env['OFC_ROUTER_PORT']}"
+    assert requests.get(f"{router}/hello", headers={"Host": host}, timeout=10).json() == {"hi": "erin"}
     labels = next(f for f in _functions(remote.cli) if f["name"] == "erin-hello")["labels"]
     assert labels["com.openfaas.cloud.git-sha"] == sha  # type: ignore[index]
     assert labels["com.openfaas.cloud.git-repo"] == "fns"  # type: ignore[index]

@@ -142,8 +142,14 @@ def test_push_deploys_the_function_and_reports_success_on_the_commit(platform: P
     function_run = platform.wait_run("alice", "fns", sha, "hello")
     assert stack_run["conclusion"] == "success"
     assert function_run["conclusion"] == "success"
-    assert function_run["details_url"].endswith("/function/alice-hello")
+    # The link on the commit is the function's public URL, through the edge-router.
+    port = platform.cli.env["OFC_ROUTER_PORT"]
+    assert function_run["details_url"] == f"http://alice.localhost:{port}/hello"
     assert platform.call("alice-hello").json() == {"hi": "hello"}
+    through_router = requests.get(
+        f"http://127.0.0.1:{port}/hello", headers={"Host": f"alice.localhost:{port}"}, timeout=10
+    )
+    assert through_router.json() == {"hi": "hello"}
     # One check run per context, created once and then updated (the original made new ones).
     names = [run["name"] for run in platform.github.runs_for("alice", "fns", sha)]
     assert sorted(names) == ["hello", "stack-deploy"]
