@@ -70,6 +70,17 @@ class AuthConfig:
         return token_audience(self.scheme, self.domain, self.public_port)
 
     @property
+    def cookie_domain(self) -> str:
+        """The session cookie's ``Domain``: the root domain, so every platform host gets it.
+
+        A single-label domain such as ``localhost`` is one browsers refuse as a cookie
+        domain (Chromium keeps such a cookie on edge-auth's host alone, and the dashboard
+        never sees it): there it is ``system.<domain>``, which covers the dashboard and
+        edge-auth and, as it happens, no user's function host.
+        """
+        return self.domain if "." in self.domain else f"system.{self.domain}"
+
+    @property
     def callback_url(self) -> str:
         """The OAuth app's callback URL, as GitHub must have it registered."""
         return f"{self.issuer}/callback"

@@ -167,7 +167,7 @@ def make_callback_view(
         )  # fmt: skip
         response = redirect(started.return_url, 302)
         response.set_cookie(
-            COOKIE_NAME, token, max_age=int(cfg.token_ttl), domain=cfg.domain, path="/",
+            COOKIE_NAME, token, max_age=int(cfg.token_ttl), domain=cfg.cookie_domain, path="/",
             secure=cfg.scheme == "https", httponly=True, samesite="Lax",
         )  # fmt: skip
         log.info(
@@ -224,7 +224,7 @@ def make_logout_view(cfg: AuthConfig) -> View:
             response = page(200, "Signed out", "You have signed out of OpenFaaS Cloud.",
                             ("Sign in again", "/login"))  # fmt: skip
         response.delete_cookie(
-            COOKIE_NAME, domain=cfg.domain, path="/", secure=cfg.scheme == "https",
+            COOKIE_NAME, domain=cfg.cookie_domain, path="/", secure=cfg.scheme == "https",
             httponly=True, samesite="Lax",
         )  # fmt: skip
         return response

@@ -131,6 +131,7 @@ def platform_env(local: Local, env: Mapping[str, str]) -> dict[str, str]:
     that the built-in remote is always added to ``GIT_HOSTS`` (git-tar may clone from it).
     """
     remote_host = urlsplit(local.git_url).netloc
+    public = public_urls(local, env)
     hosts = [h for h in env.get("GIT_HOSTS", "github.com").split(",") if h.strip()]
     if remote_host not in hosts:
         hosts.append(remote_host)
@@ -139,7 +140,10 @@ def platform_env(local: Local, env: Mapping[str, str]) -> dict[str, str]:
         "BUILDER_URL": local.builder_url,
         "PIPELINE_LOG_DIR": str(local.state_dir / "pipeline-logs"),
         # Users reach their functions through the edge-router, at user-prefixed hosts.
-        "FUNCTION_URL_TEMPLATE": public_urls(local, env).function_template,
+        "FUNCTION_URL_TEMPLATE": public.function_template,
+        # The edge's public port names the session token's issuer and audience: the
+        # dashboard must agree with edge-auth and the router, which ofc up gives the same.
+        "OFC_PUBLIC_PORT": str(public.port),
         "GIT_REMOTE_URL": env.get("OFC_GIT_PUBLIC_URL", "").rstrip("/") or local.git_url,
         # The registry of `ofc up --containers`' engine, where users' images go.
         "PUSH_REPOSITORY_URL": env.get("OFC_REGISTRY") or "127.0.0.1:5000",

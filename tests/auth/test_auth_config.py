@@ -42,6 +42,7 @@ def test_https_on_its_default_port_leaves_the_port_out_of_urls() -> None:
     assert cfg.domain == "example.com"
     assert cfg.issuer == "https://auth.system.example.com"
     assert cfg.audience == "https://system.example.com"
+    assert cfg.cookie_domain == "example.com"  # the root domain: every platform host
 
 
 @pytest.mark.parametrize(
@@ -196,3 +197,7 @@ def test_storing_the_real_client_secret_enables_sign_in_without_a_restart(
 
     assert login.status_code == 302
     assert login.headers["Location"].startswith(f"{auth.github.url}/login/oauth/authorize?")
+
+
+def test_on_localhost_the_cookie_domain_is_the_system_host_browsers_accept() -> None:
+    assert AuthConfig.from_env({"OFC_DOMAIN": "localhost"}).cookie_domain == "system.localhost"

@@ -45,7 +45,7 @@ def test_sign_in_sets_the_session_cookie_and_returns_to_r(start_edge_auth: Start
     assert answer.status_code == 302, answer.text
     assert answer.headers["Location"] == "http://alice.localhost:8000/hello?name=Ann"
     cookie = set_cookies(answer)[COOKIE_NAME]
-    assert cookie["domain"] == "localhost"
+    assert cookie["domain"] == "system.localhost"  # browsers refuse Domain=localhost
     assert cookie["path"] == "/"
     assert cookie["httponly"] is True
     assert cookie["samesite"] == "Lax"
@@ -301,7 +301,7 @@ def test_logout_clears_the_cookie_and_returns_to_r(start_edge_auth: StartEdgeAut
     cleared = set_cookies(answer)[COOKIE_NAME]
     assert cleared.value == ""
     assert cleared["max-age"] == "0"
-    assert (cleared["domain"], cleared["path"]) == ("localhost", "/")
+    assert (cleared["domain"], cleared["path"]) == ("system.localhost", "/")
     assert COOKIE_NAME not in auth.cookies
 
 
