@@ -27,6 +27,7 @@ __all__ = [
     "UpstreamPool",
     "UpstreamResponse",
     "UpstreamError",
+    "UpstreamClosedEarly",
     "UpstreamConnectError",
     "UpstreamTimeout",
 ]
@@ -42,6 +43,18 @@ class UpstreamError(Exception):
 
 class UpstreamConnectError(UpstreamError):
     """No connection could be made: the upstream never saw the request, so it can go elsewhere."""
+
+
+class UpstreamClosedEarly(UpstreamError):
+    """A new connection was closed before any response byte: the upstream is going away.
+
+    The request may or may not have reached its handler; ``replayable`` says whether the
+    whole body is still at hand to send it elsewhere (the caller decides if it may).
+    """
+
+    def __init__(self, message: str, *, replayable: bool) -> None:
+        super().__init__(message)
+        self.replayable = replayable
 
 
 class UpstreamTimeout(UpstreamError):
@@ -316,7 +329,9 @@ class UpstreamPool:
                 # Only a reused connection may have gone stale under us; a fresh one
                 # failing like this means the upstream is closing on us: give up.
                 if fresh or not replayable or attempt == 1:
-                    raise UpstreamError("upstream closed the connection before answering") from None
+                    raise UpstreamClosedEarly(
+                        "upstream closed the connection before answering", replayable=replayable
+                    ) from None
             except BaseException:
                 conn._close()
                 raise

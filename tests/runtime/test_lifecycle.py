@@ -167,11 +167,14 @@ def load(url: str, *, threads: int = 3, limit: float = 20.0) -> Iterator[list[An
 
 
 def invoke_until_200(gateway: RunningGateway, name: str, timeout: float) -> Answers:
-    """Call ``name`` until it answers 200; returns every answer, the 200 last."""
+    """GET ``name`` until it answers 200; returns every answer, the 200 last.
+
+    GET: a call the gateway may send again when a replica closes without answering.
+    """
     answers: Answers = []
 
     def served() -> bool:
-        response = gateway.client.invoke(name)
+        response = gateway.client.invoke(name, method="GET")
         answers.append((response.status_code, response.text))
         return response.status_code == 200
 

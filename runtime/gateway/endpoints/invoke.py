@@ -15,6 +15,7 @@ from runtime.gateway.invoker import Invoker
 from runtime.gateway.web import HttpError, error_response
 from runtime.httpcore.server import Handler, Request, Response
 from runtime.httpcore.upstream import (
+    UpstreamClosedEarly,
     UpstreamConnectError,
     UpstreamError,
     UpstreamTimeout,
@@ -35,6 +36,10 @@ _RESPONSE_DROP = frozenset(
         b"x-start-time",
     }
 )
+
+
+# Methods a call may be sent again for when a replica went away without answering.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 def split_function_target(target: bytes, prefix: bytes = PREFIX) -> tuple[str, bytes] | None:
@@ -104,7 +109,10 @@ def make_invoke_handler(invoker: Invoker, *, timeout: float) -> Handler:
         started = time.monotonic()
         headers, call_id, start_ns = proxy_headers(request)
         # A replica that refuses the connection never saw the call (it may have just
-        # crashed): try the next one once, then tell the caller it is not ready.
+        # crashed): try the next one once, then tell the caller it is not ready. One that
+        # accepts and closes before answering is exiting too; as nginx does, an
+        # idempotent call with its body at hand goes to the next one as well.
+        retry_early_close = request.method in IDEMPOTENT
         for attempt in (1, 2):
             try:
                 endpoint = await invoker.acquire(name, timeout)
@@ -124,8 +132,13 @@ def make_invoke_handler(invoker: Invoker, *, timeout: float) -> Handler:
                     timeout=limit,
                 )
                 break
-            except UpstreamConnectError:
+            except (UpstreamConnectError, UpstreamClosedEarly) as exc:
                 invoker.release(name, endpoint)
+                if isinstance(exc, UpstreamClosedEarly) and not (
+                    retry_early_close and exc.replayable
+                ):
+                    observe(name, 502, time.monotonic() - started)
+                    return error_response(502, f"function {name!r} broke off the exchange: {exc}")
                 if attempt == 2:
                     observe(name, 503, time.monotonic() - started)
                     return error_response(
