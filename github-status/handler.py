@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -71,6 +71,7 @@ class Settings:
     use_checks: bool
     report_status: bool
     pipeline_log_url: str
+    dashboard_url: str  # the dashboard's public URL; "" leaves out the build log link
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -88,8 +89,9 @@ class Settings:
             use_checks=env_bool(env, "use_checks", True),
             report_status=report,
             pipeline_log_url=env_str(env, "pipeline_log_url", ""),
+            dashboard_url=env_str(env, "dashboard_url", "").rstrip("/"),
         )
-        for name in ("github_api_url", "pipeline_log_url"):
+        for name in ("github_api_url", "pipeline_log_url", "dashboard_url"):
             value = getattr(settings, name)
             if value and not value.startswith(("http://", "https://")):
                 raise ConfigError(f"{name}={value!r}: expected an http:// or https:// URL")
@@ -200,6 +202,9 @@ class Reporter:
         summary = description or status.state
         if status.target_url:
             summary += f"\n\n[Details]({status.target_url})"
+        log_page = self._log_page(status)
+        if log_page:
+            summary += f"\n\n[Build log]({log_page})"
         output: dict[str, str] = {
             "title": "Deploy to OpenFaaS"
             if status.context == STACK_CONTEXT
@@ -219,6 +224,13 @@ class Reporter:
                 status="completed", conclusion=CONCLUSIONS[status.state], completed_at=_utc_now()
             )
         return body
+
+    def _log_page(self, status: CommitStatus) -> str:
+        """The dashboard's page of this function's build log at this commit, if it has one."""
+        if not self.settings.dashboard_url or status.context == STACK_CONTEXT:
+            return ""
+        owner, function = quote(status.owner.lower(), safe=""), quote(status.context, safe="")
+        return f"{self.settings.dashboard_url}/{owner}/{function}/build/{status.sha}"
 
     def _build_log(self, status: CommitStatus) -> str:
         """The build log's tail, or "" when there is none (or it cannot be fetched in time)."""

@@ -144,6 +144,7 @@ def platform_env(local: Local, env: Mapping[str, str]) -> dict[str, str]:
         # The edge's public port names the session token's issuer and audience: the
         # dashboard must agree with edge-auth and the router, which ofc up gives the same.
         "OFC_PUBLIC_PORT": str(public.port),
+        "DASHBOARD_URL": public.dashboard.rstrip("/"),
         "GIT_REMOTE_URL": env.get("OFC_GIT_PUBLIC_URL", "").rstrip("/") or local.git_url,
         # The registry of `ofc up --containers`' engine, where users' images go.
         "PUSH_REPOSITORY_URL": env.get("OFC_REGISTRY") or "127.0.0.1:5000",

@@ -146,10 +146,21 @@ def test_push_deploys_the_function_and_reports_success_on_the_commit(platform: P
     port = platform.cli.env["OFC_ROUTER_PORT"]
     assert function_run["details_url"] == f"http://alice.localhost:{port}/hello"
     assert platform.call("alice-hello").json() == {"hi": "hello"}
+    # ... and the build log's page on the dashboard is linked from the run.
+    log_page = f"http://system.localhost:{port}/dashboard/alice/hello/build/{sha}"
+    assert f"[Build log]({log_page})" in function_run["output"]["summary"]
     through_router = requests.get(
         f"http://127.0.0.1:{port}/hello", headers={"Host": f"alice.localhost:{port}"}, timeout=10
     )
     assert through_router.json() == {"hi": "hello"}
+    # Each context went through pending (in_progress) before its conclusion.
+    writes = [
+        c.json for c in platform.github.calls(path_contains="/check-runs")
+        if c.method in ("POST", "PATCH") and "/repos/alice/fns/" in c.path
+    ]  # fmt: skip
+    for context in ("stack-deploy", "hello"):
+        states = [w["status"] for w in writes if w.get("name") == context]
+        assert states[0] == "in_progress" and states[-1] == "completed", (context, states)
     # One check run per context, created once and then updated (the original made new ones).
     names = [run["name"] for run in platform.github.runs_for("alice", "fns", sha)]
     assert sorted(names) == ["hello", "stack-deploy"]

@@ -56,7 +56,7 @@ def make_handler(
     """``make_handler(**env)``: the handler imported with the fake's settings plus ``env``."""
 
     def make(**env: str) -> ModuleType:
-        for name in ("use_checks", "report_status", "pipeline_log_url", "github_app_id"):
+        for name in ("use_checks", "report_status", "pipeline_log_url", "dashboard_url", "github_app_id"):
             monkeypatch.delenv(name, raising=False)
         settings = {
             "secret_mount_path": str(secrets_dir),
@@ -176,6 +176,20 @@ def test_second_report_for_the_same_context_updates_the_run(
         run["output"]["summary"]
         == "deployed: alice-hello\n\n[Details](https://alice.example.com/hello)"
     )
+    assert fake_github.violations == []
+
+
+def test_a_functions_run_links_its_build_log_on_the_dashboard(
+    make_handler: Any, fake_github: FakeGitHub
+) -> None:
+    handler = make_handler(dashboard_url="https://system.example.com/dashboard/")
+    call(handler, status(state="failure", description="build failed: tests"))
+    call(handler, status(context="stack-deploy", state="failure", description="1 failed"))
+
+    runs = {r["name"]: r for r in fake_github.runs_for("alice", "fn", SHA)}
+    link = f"[Build log](https://system.example.com/dashboard/alice/hello/build/{SHA})"
+    assert runs["hello"]["output"]["summary"] == f"build failed: tests\n\n{link}"
+    assert "Build log" not in runs["stack-deploy"]["output"]["summary"]
     assert fake_github.violations == []
 
 
