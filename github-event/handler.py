@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,7 +145,8 @@ class Receiver:
         if not self.first_delivery(delivery):
             return 200, f"duplicate: delivery {delivery} was already handled"
         body = json.dumps(push.to_json()).encode()
-        self.call_async("github-push", body, delivery)
+        with self.released_on_failure(delivery):
+            self.call_async("github-push", body, delivery)
         log.info("push %s@%s (%s) queued for github-push", push.full_name, push.sha[:12], delivery)
         return 202, f"accepted: {push.full_name}@{push.sha[:12]} will be built"
 
@@ -173,11 +175,12 @@ class Receiver:
             return 202, f"noted: {event} {action}"
         if not self.first_delivery(delivery):
             return 200, f"duplicate: delivery {delivery} was already handled"
-        for repo in repos:
-            request = GarbageRequest(owner=owner, repo=repo, functions=[])
-            self.call_async(
-                "garbage-collect", json.dumps(request.to_json()).encode(), f"{delivery}-{repo}"
-            )
+        with self.released_on_failure(delivery):
+            for repo in repos:  # garbage-collect is idempotent: a redelivery may queue again
+                request = GarbageRequest(owner=owner, repo=repo, functions=[])
+                self.call_async(
+                    "garbage-collect", json.dumps(request.to_json()).encode(), f"{delivery}-{repo}"
+                )
         log.info("%s %s by %s: garbage-collecting %s", event, action, owner, ", ".join(repos))
         return 202, f"accepted: removing the functions of {owner}/{', '.join(repos)}"
 
@@ -214,6 +217,34 @@ class Receiver:
                 "pipeline-log answered %d recording delivery %s", response.status_code, delivery
             )
         return True
+
+    @contextmanager
+    def released_on_failure(self, delivery: str) -> Iterator[None]:
+        """Release the delivery's claim when its work could not be queued (and re-raise).
+
+        GitHub (and the built-in git remote) delivers again after a failed answer; with
+        the claim kept, that redelivery would be dropped as a duplicate and the push lost.
+        """
+        try:
+            yield
+        except Rejected:
+            if delivery:
+                self._release(delivery)
+            raise
+
+    def _release(self, delivery: str) -> None:
+        claim = json.dumps({"name": f"delivery-{delivery}"}).encode()
+        try:
+            response = self.gateway.invoke(
+                "pipeline-log", claim, method="DELETE", path="claim",
+                headers={CLOUD_SIGNATURE: sign(claim, self.secret("payload-secret"))},
+            )  # fmt: skip
+            if response.status_code == 200:
+                log.info("released delivery %s for a redelivery", delivery)
+                return
+            log.error("pipeline-log answered %d releasing delivery %s", response.status_code, delivery)
+        except GatewayError as exc:
+            log.error("cannot release delivery %s: its redelivery will be refused: %s", delivery, exc)
 
     def call_async(self, function: str, body: bytes, call_id: str) -> None:
         headers = {CLOUD_SIGNATURE: sign(body, self.secret("payload-secret"))}

@@ -14,6 +14,8 @@ reads included: the original served any build log to anyone who asked.
   the function's stored build logs newest first (at most 50): the dashboard's history.
 * ``POST /claim`` with ``{"name": "<name>"}``, signed over the body → 201 the first time a
   name is claimed, 409 after: github-event claims each webhook delivery id with it.
+  ``DELETE /claim`` with the same body releases it (200): github-event does when it could
+  not queue the delivery's work, so GitHub's redelivery is not taken for a duplicate.
 
 Environment, read once at start (a bad value makes every call answer 500 saying which):
 ``log_storage`` (``file`` or ``s3``, default ``file``); ``log_dir`` (file backend root,
@@ -52,7 +54,7 @@ log = logging.getLogger("pipeline-log")
 
 STORAGES = ("file", "s3")
 # Methods per path, for the Allow header of a 405.
-ALLOW = {"": "GET, HEAD, POST", "/claim": "POST", "/builds": "GET, HEAD"}
+ALLOW = {"": "GET, HEAD, POST", "/claim": "POST, DELETE", "/builds": "GET, HEAD"}
 
 
 @dataclass(frozen=True)
@@ -125,15 +127,23 @@ class PipelineLogService:
         listed = [{"sha": b.sha, "time": round(b.time, 3)} for b in builds]
         return 200, json.dumps({"builds": listed})
 
-    def claim(self, body: bytes, headers: Any) -> tuple[int, str]:
+    def _claim_name(self, body: bytes, headers: Any) -> str:
         check_cloud_signature(body, headers, self.payload_secret)
         request = parse_json(body)
         name = request.get("name") if isinstance(request, dict) else None
         try:
-            validate_claim_name(name)
+            return validate_claim_name(name)
         except RecordError as exc:
             raise Rejected(400, str(exc)) from None
-        assert isinstance(name, str)
+
+    def release(self, body: bytes, headers: Any) -> tuple[int, str]:
+        name = self._claim_name(body, headers)
+        self.store.release(name)
+        log.info("released %s", name)
+        return 200, f"released {name}"
+
+    def claim(self, body: bytes, headers: Any) -> tuple[int, str]:
+        name = self._claim_name(body, headers)
         if self.store.claim(name):
             log.info("claimed %s", name)
             return 201, f"claimed {name}"
@@ -150,6 +160,8 @@ class PipelineLogService:
             return self.list_builds(event.query, event.headers)
         if event.method == "POST" and path == "/claim":
             return self.claim(event.body, event.headers)
+        if event.method == "DELETE" and path == "/claim":
+            return self.release(event.body, event.headers)
         if path in ALLOW:
             raise Rejected(405, f"{event.method} is not allowed on {path or '/'}")
         raise Rejected(404, f"no such endpoint {event.path}: use /, /builds or /claim")

@@ -167,6 +167,10 @@ class LogStore(Protocol):
         """Atomically mark ``name``: True the first time, False for every later call."""
         ...
 
+    def release(self, name: str) -> None:
+        """Unmark ``name`` (its work could not be started): the next claim succeeds again."""
+        ...
+
     def builds(self, owner: str, repo: str, function: str) -> list[Build]:
         """The function's stored build logs, newest first, at most :data:`MAX_BUILDS`."""
         ...
@@ -239,6 +243,13 @@ class FileLogStore:
         except OSError as exc:
             raise LogStoreError(f"cannot claim {name}: {exc.strerror or exc}") from None
         return True
+
+    def release(self, name: str) -> None:
+        validate_claim_name(name)
+        try:
+            (self.root / CLAIM_PREFIX / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise LogStoreError(f"cannot release {name}: {exc.strerror or exc}") from None
 
 
 class S3LogStore:
@@ -339,6 +350,15 @@ class S3LogStore:
                 return False
             raise LogStoreError(f"cannot claim {name}: {exc.code}") from None
         return True
+
+    def release(self, name: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        validate_claim_name(name)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=f"{CLAIM_PREFIX}/{name}")
+        except (BotoCoreError, ClientError) as exc:
+            raise LogStoreError(f"cannot release {name}: {_describe(exc)}") from None
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _write(self, key: str, body: bytes, what: str, *, if_none_match: bool = False) -> None:

@@ -35,16 +35,20 @@ class Gateway:
 
     def __init__(self) -> None:
         self.claimed: set[str] = set()
+        self.queue_fails = False  # the gateway's queue refuses calls (e.g. its disk is full)
 
     def reply(self, request: Received) -> tuple[int, bytes]:
         if request.path.startswith("/function/pipeline-log/claim"):
             name = json.loads(request.body)["name"]
+            if request.method == "DELETE":
+                self.claimed.discard(name)
+                return 200, b"released"
             if name in self.claimed:
                 return 409, b"claimed"
             self.claimed.add(name)
             return 201, b"claimed"
         if request.path.startswith("/async-function/"):
-            return 202, b""
+            return (500, b"cannot store the call") if self.queue_fails else (202, b"")
         return 404, b"no such function"
 
 
@@ -175,6 +179,25 @@ def test_redelivery_of_a_handled_delivery_is_200_duplicate_and_starts_nothing(
     assert again["statusCode"] == 200
     assert "duplicate" in again["body"]
     assert len(queued(gateway[0], "github-push")) == 1
+
+
+def test_a_delivery_whose_work_could_not_be_queued_is_handled_when_redelivered(
+    make, gateway
+) -> None:  # type: ignore[no-untyped-def]
+    recorder, state = gateway
+    fn = make()
+    body, headers = webhook_delivery("push", push_payload(sha=SHA), WEBHOOK_SECRET)
+    state.queue_fails = True
+    failed = fn.handle(Event(body, headers), Context())
+    state.queue_fails = False
+    redelivered = fn.handle(Event(body, headers), Context())
+
+    assert failed["statusCode"] == 502  # GitHub shows it failed and offers a redelivery
+    assert redelivered["statusCode"] == 202  # not taken for a duplicate: the push is built
+    accepted = queued(recorder, "github-push")
+    assert len(accepted) == 2  # the refused attempt, then the queued one
+    releases = [r for r in recorder.received if r.method == "DELETE"]
+    assert len(releases) == 1 and releases[0].path == "/function/pipeline-log/claim"
 
 
 def test_org_owned_repository_is_built_under_the_org(make, gateway) -> None:  # type: ignore[no-untyped-def]

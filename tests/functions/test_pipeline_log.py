@@ -321,6 +321,37 @@ def test_pipeline_log_claim_without_a_valid_signature_is_401_and_claims_nothing(
     assert claim(fn, "delivery-1")["statusCode"] == 201
 
 
+def release(fn: ModuleType, name: str, secret: str = SECRET) -> dict:
+    body = json.dumps({"name": name}).encode()
+    headers = {"X-Cloud-Signature": sign(body, secret)}
+    return call(fn, Event(body, headers, method="DELETE", path="/claim"))
+
+
+def test_pipeline_log_released_claim_can_be_claimed_again(fn: ModuleType) -> None:
+    assert claim(fn, "delivery-9")["statusCode"] == 201
+
+    assert release(fn, "delivery-9")["statusCode"] == 200
+    assert claim(fn, "delivery-9")["statusCode"] == 201
+    assert claim(fn, "delivery-9")["statusCode"] == 409
+
+
+def test_pipeline_log_release_needs_a_valid_signature(fn: ModuleType) -> None:
+    claim(fn, "delivery-10")
+
+    assert release(fn, "delivery-10", secret="another")["statusCode"] == 401
+    assert claim(fn, "delivery-10")["statusCode"] == 409
+
+
+def test_pipeline_log_release_on_s3(load, s3: S3Server, secrets: Path) -> None:  # type: ignore[no-untyped-def]
+    (secrets / "s3-access-key").write_text("test-access-key")
+    (secrets / "s3-secret-key").write_text("test-secret-key")
+    fn = load(log_storage="s3", s3_url=s3.endpoint, s3_bucket="claims", s3_tls="false")
+    assert claim(fn, "delivery-s3")["statusCode"] == 201
+
+    assert release(fn, "delivery-s3")["statusCode"] == 200
+    assert claim(fn, "delivery-s3")["statusCode"] == 201
+
+
 @pytest.mark.parametrize(
     "name", ["", "../x", "a/b", None, 7], ids=["empty", "traversal", "slash", "null", "number"]
 )
@@ -338,7 +369,7 @@ def test_pipeline_log_claim_of_a_bad_name_is_400(fn: ModuleType, name: object) -
     "method, path, status, allow",
     [
         ("PUT", "/", 405, "GET, HEAD, POST"),
-        ("GET", "/claim", 405, "POST"),
+        ("GET", "/claim", 405, "POST, DELETE"),
         ("POST", "/other", 404, None),
         ("POST", "/claim/x", 404, None),
     ],
