@@ -275,7 +275,7 @@ class BuildShipRun:
             tail = next(
                 (line for line in reversed(result.log) if line.strip()), "see the build log"
             )
-            raise Failed(f"build failed: {tail[:200]}")
+            raise Failed(tail[:200] if tail.startswith("build failed") else f"build failed: {tail[:200]}")
         return result.image
 
     def post_build(self, tar: bytes, secret: str) -> requests.Response:

@@ -236,11 +236,23 @@ class FunctionView:
 
 @dataclass(frozen=True)
 class Build:
-    """One stored build of a function: its commit and when its log was stored."""
+    """One build of a function: its commit, when it was recorded, its last status."""
 
     sha: str
     time: int
     deployed: bool = False
+    state: str = ""  # the pipeline's last status of it: pending, success, failure, error
+    description: str = ""
+
+    @property
+    def outcome(self) -> str:
+        """What happened to it, in words: ``built``, ``building``, ``failed: <why>``."""
+        if self.state == "pending":
+            return "building"
+        if self.state in ("failure", "error"):
+            why = self.description.removeprefix("build failed: ")  # the pipeline's own prefix
+            return f"failed: {why}" if why else "failed"
+        return "built" if self.state == "success" else ""
 
     @property
     def short_sha(self) -> str:
@@ -264,11 +276,18 @@ def status_of(deployed_sha: str, builds: list[Build] | None) -> str:
 
     >>> status_of("a" * 40, [Build("b" * 40, 2), Build("a" * 40, 1)])
     'newer build bbbbbbb not deployed'
+    >>> status_of("a" * 40, [Build("b" * 40, 2, state="failure", description="tests failed")])
+    'build bbbbbbb failed: tests failed'
+    >>> status_of("a" * 40, [Build("b" * 40, 2, state="pending")])
+    'build bbbbbbb building'
     >>> status_of("a" * 40, None)
     'deployed'
     """
     if builds and builds[0].sha != deployed_sha:
-        return f"newer build {builds[0].short_sha} not deployed"
+        newest = builds[0]
+        if newest.state in ("pending", "failure", "error"):
+            return f"build {newest.short_sha} {newest.outcome}"
+        return f"newer build {newest.short_sha} not deployed"
     return "deployed"
 
 
@@ -356,7 +375,10 @@ class BuildLogs:
                 return None
             entries = response.json()["builds"]
             builds = [
-                Build(str(e["sha"]), _int(e.get("time")))
+                Build(
+                    str(e["sha"]), _int(e.get("time")),
+                    state=str(e.get("state") or ""), description=str(e.get("description") or ""),
+                )  # fmt: skip
                 for e in entries
                 if isinstance(e, dict) and _SHA.match(str(e.get("sha", "")))
             ]

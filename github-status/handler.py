@@ -21,13 +21,16 @@ Environment, read once at import:
   function's check run shows the tail of its build log, fetched from the status's
   ``log_url`` or else from ``<pipeline_log_url>?owner=&repo=&sha=&function=``
   (``sdk.logstore.read_query``). Either is read with an ``X-Cloud-Signature`` over the
-  URL's query string, as pipeline-log requires of reads.
+  URL's query string, as pipeline-log requires of reads. Every status, reported to
+  GitHub or not (no App, no installation: the built-in git remote), is also kept there
+  (``POST <pipeline_log_url>/status``, signed) for the dashboard.
 
 Secrets: ``payload-secret`` (always), ``private-key`` (the App's PEM, when reporting).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -58,6 +61,7 @@ LOG_FETCH_TIMEOUT = 5.0
 # Enough bytes for OUTPUT_LIMIT characters of UTF-8 (at most 4 bytes each).
 LOG_KEEP_BYTES = 4 * OUTPUT_LIMIT
 CONCLUSIONS = {"success": "success", "failure": "failure", "error": "failure"}
+KEEP_TIMEOUT = 5.0  # seconds to store a status in pipeline-log
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -285,9 +289,28 @@ class Service:
     settings: Settings
     payload_secret: str
     reporter: Reporter | None  # None when report_status is false
+    session: requests.Session
+
+    def keep(self, status: CommitStatus, where: str) -> None:
+        """Store the status in pipeline-log, for the dashboard: pushes to the built-in git
+        remote have no GitHub to show it, and GitHub's own copy is not ours to read back.
+        Best effort, like reporting: a failure is logged."""
+        if not self.settings.pipeline_log_url:
+            return
+        body = json.dumps(status.to_json()).encode()
+        try:
+            response = self.session.post(
+                f"{self.settings.pipeline_log_url}/status", data=body,
+                headers={CLOUD_SIGNATURE: sign(body, self.payload_secret)}, timeout=KEEP_TIMEOUT,
+            )  # fmt: skip
+            if response.status_code != 200:
+                log.warning("status %s not kept: pipeline-log answered %d", where, response.status_code)
+        except requests.RequestException as exc:
+            log.warning("status %s not kept: %s", where, type(exc).__name__)
 
     def handle(self, status: CommitStatus) -> dict[str, Any]:
         where = f"{status.owner}/{status.repo}@{status.sha[:12]} {status.context}={status.state}"
+        self.keep(status, where)
         if self.reporter is None:
             return json_answer(202, {"message": f"not reported: report_status is false ({where})"})
         if status.installation_id is None:
@@ -309,16 +332,18 @@ def build(env: Mapping[str, str]) -> Service:
     (a malformed key) say what is wrong, never a secret's value."""
     settings = Settings.from_env(env)
     payload_secret = read_secret("payload-secret", settings.secret_mount_path)
-    if not settings.report_status:
-        return Service(settings, payload_secret, None)
     session = requests.Session()
+    if not settings.report_status:
+        return Service(settings, payload_secret, None, session)
     app = GitHubApp(
         settings.github_app_id,
         read_secret("private-key", settings.secret_mount_path),
         api_url=settings.github_api_url,
         session=session,
     )
-    return Service(settings, payload_secret, Reporter(settings, app, session, payload_secret))
+    return Service(
+        settings, payload_secret, Reporter(settings, app, session, payload_secret), session
+    )
 
 
 def parse_status(body: bytes) -> CommitStatus:

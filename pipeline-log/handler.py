@@ -9,9 +9,14 @@ reads included: the original served any build log to anyone who asked.
   ``owner=<o>&repo=<r>&sha=<s>&function=<f>`` (that order, URL-encoded: build it with
   ``sdk.logstore.read_query`` or ``LogKey.query`` and request exactly that) → 200
   ``text/plain`` log, 404 when there is none, 400 naming a bad parameter.
+* ``POST /status`` with a ``CommitStatus`` body (as github-status receives it), signed over
+  the body: keeps it as the last status of that function's build at that commit → 200.
+  Every status is kept, GitHub or not: the dashboard shows them to users of the
+  built-in git remote too.
 * ``GET /builds?owner=&repo=&function=``, signed over ``owner=<o>&repo=<r>&function=<f>``
   (``sdk.logstore.builds_query``) → 200 ``{"builds": [{"sha": ..., "time": <unix s>}]}``,
-  the function's stored build logs newest first (at most 50): the dashboard's history.
+  the function's builds newest first (at most 50) with the ``state`` and ``description``
+  of their last status: the dashboard's history.
 * ``POST /claim`` with ``{"name": "<name>"}``, signed over the body → 201 the first time a
   name is claimed, 409 after: github-event claims each webhook delivery id with it.
   ``DELETE /claim`` with the same body releases it (200): github-event does when it could
@@ -30,13 +35,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sdk.config import ConfigError, env_bool, env_str
-from sdk.events import PipelineLog, RecordError
+from sdk.events import CommitStatus, PipelineLog, RecordError
 from sdk.function import Rejected, answer, check_cloud_signature, configured, parse_json
 from sdk.logstore import (
     FileLogStore,
@@ -54,7 +60,12 @@ log = logging.getLogger("pipeline-log")
 
 STORAGES = ("file", "s3")
 # Methods per path, for the Allow header of a 405.
-ALLOW = {"": "GET, HEAD, POST", "/claim": "POST, DELETE", "/builds": "GET, HEAD"}
+ALLOW = {
+    "": "GET, HEAD, POST",
+    "/claim": "POST, DELETE",
+    "/builds": "GET, HEAD",
+    "/status": "POST",
+}
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,17 @@ class PipelineLogService:
             return 404, f"no build log at {key.path}"
         return 200, data
 
+    def store_status(self, body: bytes, headers: Any) -> tuple[int, str]:
+        check_cloud_signature(body, headers, self.payload_secret)
+        try:
+            status = CommitStatus.from_json(parse_json(body))
+            key = LogKey(status.owner, status.repo, status.sha, status.context)
+        except RecordError as exc:
+            raise Rejected(400, str(exc)) from None
+        record = {"state": status.state, "description": status.description, "time": time.time()}
+        self.store.put_status(key, json.dumps(record))
+        return 200, f"stored the {status.state} status of {key.status_path}"
+
     def list_builds(self, query: Mapping[str, str], headers: Any) -> tuple[int, str]:
         parts = [query.get(name, "") for name in ("owner", "repo", "function")]
         check_cloud_signature(builds_query(*parts).encode(), headers, self.payload_secret)
@@ -124,7 +146,10 @@ class PipelineLogService:
             builds = self.store.builds(*parts)
         except RecordError as exc:
             raise Rejected(400, str(exc)) from None
-        listed = [{"sha": b.sha, "time": round(b.time, 3)} for b in builds]
+        listed = [
+            {"sha": b.sha, "time": round(b.time, 3), "state": b.state, "description": b.description}
+            for b in builds
+        ]
         return 200, json.dumps({"builds": listed})
 
     def _claim_name(self, body: bytes, headers: Any) -> str:
@@ -160,11 +185,13 @@ class PipelineLogService:
             return self.list_builds(event.query, event.headers)
         if event.method == "POST" and path == "/claim":
             return self.claim(event.body, event.headers)
+        if event.method == "POST" and path == "/status":
+            return self.store_status(event.body, event.headers)
         if event.method == "DELETE" and path == "/claim":
             return self.release(event.body, event.headers)
         if path in ALLOW:
             raise Rejected(405, f"{event.method} is not allowed on {path or '/'}")
-        raise Rejected(404, f"no such endpoint {event.path}: use /, /builds or /claim")
+        raise Rejected(404, f"no such endpoint {event.path}: use /, /builds, /status or /claim")
 
 
 def build(cfg: Config) -> PipelineLogService:

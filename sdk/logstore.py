@@ -17,6 +17,7 @@ no message carries a credential.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -44,6 +45,7 @@ __all__ = [
 
 CLAIM_PREFIX = "_claims"
 MAX_BUILDS = 50  # a build list holds at most this many, newest first
+BUILD_FILE, STATUS_FILE = "build.log", "status.json"
 
 # GitHub logins are letters, digits and '-'; GitLab namespaces and repository names add
 # '_' and '.'. Leading letter or digit for owners keeps them apart from `_claims/`;
@@ -96,10 +98,16 @@ def builds_query(owner: str, repo: str, function: str) -> str:
 
 @dataclass(frozen=True)
 class Build:
-    """One stored build log of a function: its commit and when the log was written."""
+    """One build of a function: its commit, when it was last recorded, and its last status.
+
+    A build is listed when its log or a status of it was stored; ``state`` and
+    ``description`` are those of the last status (``""`` when none was stored).
+    """
 
     sha: str
     time: float  # unix seconds
+    state: str = ""
+    description: str = ""
 
 
 def validate_claim_name(name: object) -> str:
@@ -147,6 +155,11 @@ class LogKey:
         return f"{self.owner}/{self.repo}/{self.sha}/{self.function}/build.log"
 
     @property
+    def status_path(self) -> str:
+        """``<owner>/<repo>/<sha>/<function>/status.json``: the last status of that build."""
+        return f"{self.owner}/{self.repo}/{self.sha}/{self.function}/{STATUS_FILE}"
+
+    @property
     def query(self) -> str:
         """``GET /function/pipeline-log?<query>`` reads this log; sign these bytes (see :func:`read_query`)."""
         return read_query(self.owner, self.repo, self.sha, self.function)
@@ -171,13 +184,32 @@ class LogStore(Protocol):
         """Unmark ``name`` (its work could not be started): the next claim succeeds again."""
         ...
 
+    def put_status(self, key: LogKey, data: str) -> None:
+        """Store ``data`` (a status as JSON) as the last status of ``key``'s build."""
+        ...
+
     def builds(self, owner: str, repo: str, function: str) -> list[Build]:
-        """The function's stored build logs, newest first, at most :data:`MAX_BUILDS`."""
+        """The function's builds (a log or a status stored), newest first, at most
+        :data:`MAX_BUILDS`."""
         ...
 
 
 def _newest(builds: list[Build]) -> list[Build]:
     return sorted(builds, key=lambda b: (-b.time, b.sha))[:MAX_BUILDS]
+
+
+def _merge(found: dict[str, Build], sha: str, time: float, status: str | None) -> None:
+    """Fold one stored file of build ``sha`` into ``found`` (``status``: a status.json's text)."""
+    build = found.get(sha) or Build(sha, time)
+    state, description = build.state, build.description
+    if status is not None:
+        try:
+            record = json.loads(status)
+            state = str(record.get("state", ""))
+            description = str(record.get("description", ""))
+        except (ValueError, AttributeError):
+            pass  # a status that cannot be read leaves the build listed without one
+    found[sha] = Build(sha, max(time, build.time), state, description)
 
 
 class FileLogStore:
@@ -193,7 +225,13 @@ class FileLogStore:
         self.root = Path(root)
 
     def put(self, key: LogKey, data: str) -> None:
-        target = self.root / key.path
+        self._write(key.path, data)
+
+    def put_status(self, key: LogKey, data: str) -> None:
+        self._write(key.status_path, data)
+
+    def _write(self, relative: str, data: str) -> None:
+        target = self.root / relative
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".build.log.", suffix=".tmp", dir=target.parent)
@@ -207,7 +245,7 @@ class FileLogStore:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         except OSError as exc:
-            raise LogStoreError(f"cannot write {key.path}: {exc.strerror or exc}") from None
+            raise LogStoreError(f"cannot write {relative}: {exc.strerror or exc}") from None
 
     def get(self, key: LogKey) -> str | None:
         try:
@@ -219,16 +257,20 @@ class FileLogStore:
 
     def builds(self, owner: str, repo: str, function: str) -> list[Build]:
         LogKey(owner, repo, "0000", function)  # the parts are checked as a key's are
-        found = []
+        found: dict[str, Build] = {}
         try:
-            for log in (self.root / owner / repo).glob(f"*/{function}/build.log"):
+            for path in (self.root / owner / repo).glob(f"*/{function}/*"):
+                if path.name not in (BUILD_FILE, STATUS_FILE):
+                    continue
                 try:
-                    found.append(Build(log.parent.parent.name, log.stat().st_mtime))
+                    mtime = path.stat().st_mtime
+                    status = path.read_text() if path.name == STATUS_FILE else None
                 except FileNotFoundError:
                     continue  # replaced while listing
+                _merge(found, path.parent.parent.name, mtime, status)
         except OSError as exc:
             raise LogStoreError(f"cannot list {owner}/{repo}: {exc.strerror or exc}") from None
-        return _newest(found)
+        return _newest(list(found.values()))
 
     def claim(self, name: str) -> bool:
         validate_claim_name(name)
@@ -317,29 +359,39 @@ class S3LogStore:
         except (BotoCoreError, UnicodeDecodeError) as exc:
             raise LogStoreError(f"cannot read {key.path}: {_describe(exc)}") from None
 
+    def put_status(self, key: LogKey, data: str) -> None:
+        self._write(key.status_path, data.encode(), f"cannot write {key.status_path}")
+
     def builds(self, owner: str, repo: str, function: str) -> list[Build]:
         from botocore.exceptions import BotoCoreError, ClientError
 
         LogKey(owner, repo, "0000", function)  # the parts are checked as a key's are
-        prefix, suffix = f"{owner}/{repo}/", f"/{function}/build.log"
-        found = []
+        prefix = f"{owner}/{repo}/"
+        found: dict[str, Build] = {}
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=prefix
             )
             for page in pages:
                 for item in page.get("Contents", []):
-                    key = str(item["Key"])
-                    if key.endswith(suffix) and key.count("/") == 4:
-                        sha = key[len(prefix) : -len(suffix)]
-                        found.append(Build(sha, item["LastModified"].timestamp()))
+                    parts = str(item["Key"])[len(prefix) :].split("/")
+                    if len(parts) != 3 or parts[1] != function:
+                        continue
+                    sha, name = parts[0], parts[2]
+                    if name not in (BUILD_FILE, STATUS_FILE):
+                        continue
+                    status = None
+                    if name == STATUS_FILE:
+                        body = self.client.get_object(Bucket=self.bucket, Key=item["Key"])["Body"]
+                        status = body.read().decode("utf-8", "replace")
+                    _merge(found, sha, item["LastModified"].timestamp(), status)
         except ClientError as exc:
             if _code(exc) == "NoSuchBucket":
                 return []
             raise LogStoreError(f"cannot list {prefix}: {_describe(exc)}") from None
         except BotoCoreError as exc:
             raise LogStoreError(f"cannot list {prefix}: {_describe(exc)}") from None
-        return _newest(found)
+        return _newest(list(found.values()))
 
     def claim(self, name: str) -> bool:
         validate_claim_name(name)

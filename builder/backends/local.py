@@ -93,8 +93,8 @@ class LocalBackend:
         try:
             return await self.venvs.ensure(requirements, log_line)
         except VenvBuildError as exc:
-            # pip's own lines are in the log already; the first line says which step failed.
-            raise BuildFailed(f"installing requirements failed: {_first_line(exc)}") from None
+            # pip's own lines are in the log already; its last ERROR line says why.
+            raise BuildFailed(f"installing requirements failed: {_reason(exc)}") from None
 
     async def _run_tests(self, job: BuildJob, venv: Venv, log_line: LogLine) -> None:
         version = job.build_args.get("PYTEST_VERSION") or DEFAULT_PYTEST_VERSION
@@ -159,6 +159,16 @@ def _requirement_texts(context: Path) -> list[str]:
             except UnicodeDecodeError:
                 raise BuildFailed(f"{rel} is not UTF-8 text") from None
     return texts
+
+
+def _reason(exc: Exception) -> str:
+    """pip's last ``ERROR:`` line in ``exc`` (the cause a user can act on), else its first line.
+
+    >>> _reason(Exception("pip install failed with exit status 1:\\nERROR: No matching distribution found for x==1"))
+    'No matching distribution found for x==1'
+    """
+    errors = [line for line in str(exc).splitlines() if line.startswith("ERROR: ")]
+    return errors[-1].removeprefix("ERROR: ") if errors else _first_line(exc)
 
 
 def _first_line(exc: Exception) -> str:

@@ -229,7 +229,10 @@ def test_build_with_an_uninstallable_requirement_answers_500_with_pips_reason(
     assert result["status"] == "failure"
     log = "\n".join(result["log"])
     assert "No matching distribution found for this-package-does-not-exist-ofc" in log
-    assert result["log"][-1].startswith("build failed: installing requirements failed: pip install")
+    # The summary line names the cause (pip's own ERROR line), not just the failed step.
+    assert result["log"][-1] == (
+        f"build failed: installing requirements failed: No matching distribution found for {MISSING}"
+    )
     with pytest.raises(ArtifactNotFound):
         builder.store.resolve("broken:v1")  # a failed build tags nothing
 

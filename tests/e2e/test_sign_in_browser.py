@@ -21,7 +21,7 @@ import pytest
 from sdk.tokens import COOKIE_NAME
 from tests.e2e.test_git_remote_pipeline import HELLO, Remote, stack_yml
 from tests.fakes.github import FakeGitHub
-from tests.helpers import Cli, free_port
+from tests.helpers import Cli, free_port, wait_until
 
 if TYPE_CHECKING:
     from tests.browser import BrowserPage
@@ -124,3 +124,33 @@ def test_users_function_hosts_never_get_the_session_cookie(
     # On localhost the cookie's Domain is system.localhost: the browser does not even send
     # it to a user's host (with a real root domain, the router strips it: tests/router).
     assert COOKIE_NAME not in browser_page.cookies(edge.url("alice", "/"))
+
+
+def test_a_failed_build_pushed_to_the_built_in_remote_shows_why_on_the_dashboard(
+    edge: Edge, browser_page: BrowserPage
+) -> None:
+    remote = edge.remote
+    work = remote.repo(
+        "alice", "deps", {"stack.yml": stack_yml("kept"), "kept/handler.py": HELLO % "v1"}
+    )
+    remote.push("alice", work, "alice", "deps")
+    remote.answers("alice-kept", {"hi": "v1"})
+    remote.commit(
+        "alice", work,
+        {"kept/handler.py": HELLO % "v2", "kept/requirements.txt": "this-package-does-not-exist-ofc==0.0.1\n"},
+    )  # fmt: skip
+    sha = remote.push("alice", work, "alice", "deps")
+    edge.github.sign_in("alice", orgs=[])
+    page = edge.url("system", "/dashboard/alice/kept")
+
+    def shown() -> bool:
+        browser_page.open(page)
+        return f"build {sha[:7]} failed" in browser_page.text("main")
+
+    wait_until(
+        shown, 120, lambda: f"the dashboard never showed the failure:\n{browser_page.text('main')}"
+    )
+    text = browser_page.text("main")
+    assert "this-package-does-not-exist-ofc" in text  # the reason, from the commit status
+    assert remote.call("alice-kept").json() == {"hi": "v1"}  # the previous version serves
+    browser_page.screenshot("failed-build")

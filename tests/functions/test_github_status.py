@@ -28,6 +28,7 @@ from tests.fakes.github import (
     fake_github as _fake_github,  # noqa: F401  (registers the fake_github fixture)
 )
 from tests.functions.conftest import REPO, Context, Event, load_handler
+from tests.helpers import Recorder
 
 SECRET = "the-payload-secret"
 SHA = "e" * 40
@@ -551,3 +552,21 @@ def test_deployed_function_reports_a_stages_statuses_end_to_end(
     assert len(fake_github.calls("PATCH", "/check-runs/")) == 1
     assert fake_github.violations == []
     assert no_credentials_in(gateway.logs(), fake_github)
+
+
+def test_every_status_is_kept_in_pipeline_log_even_without_github(
+    make_handler: Any, fake_github: FakeGitHub
+) -> None:
+    with Recorder(lambda request: (200, b"stored")) as pipeline_log:
+        handler = make_handler(
+            pipeline_log_url=f"{pipeline_log.url}/function/pipeline-log", github_app_id=""
+        )
+        body = status(installation_id=None, state="failure", description="build failed: tests")
+        result = call(handler, body)
+
+    assert result["statusCode"] == 202  # nowhere on GitHub to report it
+    (kept,) = pipeline_log.received
+    assert (kept.method, kept.path) == ("POST", "/function/pipeline-log/status")
+    assert verify(kept.body, kept.headers["X-Cloud-Signature"], SECRET)
+    assert kept.json() == {**body, "installation_id": None}
+    assert fake_github.calls() == []
