@@ -24,6 +24,7 @@ from router.config import Upstream
 from router.metrics import RouterMetrics
 from runtime.httpcore.server import Request, Response
 from runtime.httpcore.upstream import (
+    ClientAborted,
     UpstreamConnectError,
     UpstreamError,
     UpstreamPool,
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 
 TEXT = b"text/plain; charset=utf-8"
 _SESSION = COOKIE_NAME.encode()
-_SESSION_PREFIX = _SESSION + b"="
 # Set by the router itself; a client's own values are dropped.
 _FORWARDED = frozenset(
     {b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"forwarded"}
@@ -72,7 +72,16 @@ def error_response(
 def strip_session_cookie(value: bytes) -> bytes:
     """A ``Cookie`` header value without the platform's session cookie (``b""`` if nothing is left)."""
     pairs = [p.strip() for p in value.split(b";")]
-    return b"; ".join(p for p in pairs if p and not p.startswith(_SESSION_PREFIX))
+    return b"; ".join(p for p in pairs if p and not _names_session(p))
+
+
+def _names_session(pair: bytes) -> bool:
+    """Whether ``name=value`` (a Cookie pair or a Set-Cookie value) is the session cookie.
+
+    Browsers trim whitespace around the name (RFC 6265 5.2), so ``openfaas_cloud_token =x``
+    sets the session too and must be caught as well.
+    """
+    return pair.partition(b"=")[0].strip() == _SESSION
 
 
 class Forwarder:
@@ -92,7 +101,7 @@ class Forwarder:
         for name, value in forwardable(request.headers):
             if name in _FORWARDED:
                 continue
-            if name == b"cookie" and not keep_session and _SESSION_PREFIX in value:
+            if name == b"cookie" and not keep_session and _SESSION in value:
                 value = strip_session_cookie(value)
                 if not value:
                     continue
@@ -129,6 +138,8 @@ class Forwarder:
                 request.body,
                 timeout=self.timeout,
             )
+        except ClientAborted:
+            return error_response(400, "the request body was cut short")
         except UpstreamTimeout:
             log.warning("%s %s: %s at %s did not answer within %g s",
                         request.method, request.path, label, upstream.url, self.timeout)  # fmt: skip
@@ -154,7 +165,7 @@ class Forwarder:
                 (n, v)
                 for n, v in answer.headers
                 if n not in _RESPONSE_DROP
-                and not (n == b"set-cookie" and v.lstrip().startswith(_SESSION_PREFIX))
+                and not (n == b"set-cookie" and _names_session(v))
             ]
         response = Response(answer.status, out, answer.body, answer.length)
         response.on_sent = answer.release

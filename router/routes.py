@@ -45,6 +45,7 @@ _FUNCTION_NAME = re.compile(rb"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # DNS-1123,
 _USER = re.compile(rb"[a-z0-9][-a-z0-9]{0,38}")  # GitHub logins, lower-cased
 _IPV4 = re.compile(rb"\d{1,3}(\.\d{1,3}){3}")
 MEMO_SIZE = 4096  # (Host, target) pairs whose route is remembered; most traffic repeats
+MEMO_TARGET = 256  # only short targets without a query are remembered: memory stays small
 
 
 class Route(NamedTuple):
@@ -82,9 +83,12 @@ class RouteTable:
         route = self._memo.get(key)
         if route is None:
             route = self._route(host, target)
-            if len(self._memo) >= MEMO_SIZE:
-                self._memo.clear()  # bounded: a stream of distinct URLs only costs misses
-            self._memo[key] = route
+            # A client chooses targets: remember only short ones without a query, so the
+            # memo holds at most MEMO_SIZE small entries whatever is sent.
+            if len(target) <= MEMO_TARGET and b"?" not in target and len(host or b"") <= 255:
+                if len(self._memo) >= MEMO_SIZE:
+                    self._memo.clear()  # a stream of distinct URLs only costs misses
+                self._memo[key] = route
         return route
 
     def _route(self, host: bytes | None, target: bytes) -> Route:

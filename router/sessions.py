@@ -17,6 +17,7 @@ never logged.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import time
@@ -87,7 +88,7 @@ class SessionGate:
         self.timeout = timeout
         self.proto = proto
         # (token, authorization) -> (monotonic deadline, token exp in unix seconds)
-        self._allowed: dict[tuple[bytes, bytes], tuple[float, float]] = {}
+        self._allowed: dict[bytes, tuple[float, float]] = {}
 
     async def decide(self, request: Request, path: bytes) -> str:
         """:data:`ALLOW`, :data:`LOGIN`, :data:`FORBIDDEN` or :data:`UNAVAILABLE`."""
@@ -105,7 +106,12 @@ class SessionGate:
         token = tokens[0] if tokens else b""
         # Remembered per credentials; never with two session cookies, where edge-auth might
         # have judged another one than this key would name.
-        key = (token, authorization) if (token or authorization) and len(tokens) < 2 else None
+        # Hashed: the client chooses these bytes (up to the header limit) and they are kept.
+        key = (
+            hashlib.sha256(token + b"\0" + authorization).digest()
+            if (token or authorization) and len(tokens) < 2
+            else None
+        )
         if key is not None:
             remembered = self._allowed.get(key)
             if remembered is not None:
@@ -122,7 +128,7 @@ class SessionGate:
                 self._remember(key, expires)
         return decision
 
-    def _remember(self, key: tuple[bytes, bytes], expires: float) -> None:
+    def _remember(self, key: bytes, expires: float) -> None:
         if len(self._allowed) >= MAX_CACHED:
             now_mono, now = time.monotonic(), time.time()
             self._allowed = {

@@ -314,6 +314,10 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         ok = False
+        if transport.is_closing():  # the client went away: nobody to answer
+            if response.on_sent is not None:
+                response.on_sent(False)
+            return
         try:
             head = [_status_line(response.status)]
             for name, value in response.headers:

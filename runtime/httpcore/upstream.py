@@ -21,12 +21,13 @@ from collections.abc import Iterable
 
 import httptools
 
-from .streams import BodyStream, WriteGate
+from .streams import BodyError, BodyStream, WriteGate
 
 __all__ = [
     "UpstreamPool",
     "UpstreamResponse",
     "UpstreamError",
+    "ClientAborted",
     "UpstreamClosedEarly",
     "UpstreamConnectError",
     "UpstreamTimeout",
@@ -57,12 +58,22 @@ class UpstreamClosedEarly(UpstreamError):
         self.replayable = replayable
 
 
+class ClientAborted(UpstreamError):
+    """The caller's own request body was cut short (its client went away) while it was
+    being sent on: nobody is left to answer, and the upstream connection is closed."""
+
+
 class UpstreamTimeout(UpstreamError):
     """No response headers within the timeout."""
 
 
 class _Stale(UpstreamError):
     """A reused connection was found closed before any response byte arrived."""
+
+
+def _discard_outcome(future: asyncio.Future[UpstreamResponse]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: asyncio would log an unread exception otherwise
 
 
 def _expire(waiter: asyncio.Future[UpstreamResponse], timeout: float) -> None:
@@ -366,7 +377,12 @@ class UpstreamPool:
             head.append(b"transfer-encoding: chunked\r\n\r\n")
             transport.write(b"".join(head))
             while True:
-                chunk = await body.read()
+                try:
+                    chunk = await body.read()
+                except BodyError:
+                    # The upstream's answer, if one comes, has no reader now.
+                    waiter.add_done_callback(_discard_outcome)
+                    raise ClientAborted("the request body was cut short by the client") from None
                 if not chunk:
                     break
                 transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))

@@ -299,8 +299,16 @@ def test_session_cookie_alone_leaves_no_cookie_header(router: RunningRouter) -> 
     assert "cookie" not in seen(response)["headers"]
 
 
-def test_function_cannot_set_the_session_cookie(router: RunningRouter) -> None:
-    planted = f"{SESSION}=planted; Domain=localhost; Path=/"
+@pytest.mark.parametrize(
+    "planted",
+    [
+        f"{SESSION}=planted; Domain=localhost; Path=/",
+        f" {SESSION} =planted; Path=/",
+        f"{SESSION}=; Max-Age=0",
+    ],
+    ids=["plain", "spaces-around-the-name", "clearing-it"],
+)
+def test_function_cannot_set_the_session_cookie(router: RunningRouter, planted: str) -> None:
     query = "?set-cookie=" + requests.utils.quote(planted) + "&set-cookie=theme%3Dlight"
 
     response = router.get(router.host("alice"), "/raw" + query)

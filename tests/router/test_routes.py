@@ -112,3 +112,15 @@ def test_route_table_remembers_a_route_and_answers_the_same() -> None:
     again = table.route(b"alice.example.com", b"/hello")
 
     assert first is again
+
+
+def test_targets_a_client_varies_are_not_remembered() -> None:
+    # Every distinct query (or a long path) is a new target: remembering them would let a
+    # client fill the router's memory with its own bytes.
+    table = RouteTable("localhost")
+    for i in range(50):
+        route = table.route(b"alice.localhost", b"/hello?" + b"q" * 10_000 + str(i).encode())
+        assert route.name == "alice-hello"
+    table.route(b"alice.localhost", b"/hello/" + b"p" * 1000)
+    table.route(b"alice.localhost", b"/hello")
+    assert len(table._memo) == 1

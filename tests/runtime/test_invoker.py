@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -177,3 +179,20 @@ def test_function_with_its_own_exec_timeout_outlives_the_gateway_default(make_ga
     gateway.deploy("hasty", SLEEPER)
     assert requests.get(f"{gateway.url}/function/patient", timeout=30).text == "slept"
     assert requests.get(f"{gateway.url}/function/hasty", timeout=30).status_code == 504
+
+
+def test_uploads_the_client_abandons_do_not_use_up_the_replicas_slots(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    gw: RunningGateway = make_gateway(OFC_REPLICA_CONCURRENCY="2")
+    gw.deploy("sink", "def handle(event, context):\n    return str(len(event.body))\n")
+    for _ in range(6):  # three times the cap: each would have kept a slot for good
+        with socket.create_connection(("127.0.0.1", gw.port)) as sock:
+            sock.sendall(
+                b"POST /function/sink HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+                b"400\r\n" + b"x" * 1024 + b"\r\n"
+            )
+            time.sleep(0.05)  # the gateway is streaming it on when the client goes away
+
+    response = requests.post(f"{gw.url}/function/sink", data=b"abc", timeout=10)
+
+    assert (response.status_code, response.text) == (200, "3")
+    assert "Traceback" not in gw.log_path.read_text()

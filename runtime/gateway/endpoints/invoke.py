@@ -15,6 +15,7 @@ from runtime.gateway.invoker import Invoker
 from runtime.gateway.web import HttpError, error_response
 from runtime.httpcore.server import Handler, Request, Response
 from runtime.httpcore.upstream import (
+    ClientAborted,
     UpstreamClosedEarly,
     UpstreamConnectError,
     UpstreamError,
@@ -144,6 +145,9 @@ def make_invoke_handler(invoker: Invoker, *, timeout: float) -> Handler:
                     return error_response(
                         503, f"function {name!r} is not ready: no replica accepted the connection"
                     )
+            except ClientAborted as exc:
+                invoker.release(name, endpoint)  # its slot must not stay taken
+                return error_response(400, str(exc))
             except UpstreamTimeout:
                 invoker.release(name, endpoint)
                 observe(name, 504, time.monotonic() - started)
