@@ -59,19 +59,19 @@ import jinja2
 import requests
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from sdk.config import ConfigError, env_int, env_str
 from sdk.function import configured
 from sdk.gateway import GatewayClient, GatewayError
 from sdk.logstore import LogKey, LogKeyError, builds_query
-from sdk.openfaas import RecordError, validate_name
+from sdk.openfaas import RecordError, is_platform_function, validate_name
 from sdk.secrets import DEFAULT_MOUNT_PATH, SecretMissing, read_secret
 from sdk.signing import CLOUD_SIGNATURE, sign
 from sdk.tokens import (
     COOKIE_NAME,
     Identity,
     InvalidToken,
+    load_public_key,
     token_audience,
     token_issuer,
     verify_token,
@@ -167,7 +167,7 @@ def format_time(unix: int) -> str:
 
 
 def is_system(function: Mapping[str, Any]) -> bool:
-    return (function.get("labels") or {}).get("role") == "openfaas-system"
+    return is_platform_function(function.get("labels"))
 
 
 def owner_of(function: Mapping[str, Any]) -> str:
@@ -461,7 +461,7 @@ class Dashboard:
         cfg: Config,
         gateway: GatewayClient,
         build_logs: BuildLogs,
-        public_key: bytes,
+        public_key: ec.EllipticCurvePublicKey,
         renderer: Renderer,
     ) -> None:
         self.cfg = cfg
@@ -675,11 +675,12 @@ def build(cfg: Config) -> Dashboard:
     build_logs = BuildLogs(
         cfg.pipeline_log_url, read_secret("payload-secret", cfg.secret_mount_path), session
     )
-    public_key = read_secret("jwt-public-key", cfg.secret_mount_path).encode()
-    # A key that cannot verify anything would send every user back to sign-in for ever.
+    # Parsed once (it costs more than checking a signature); a key that cannot verify
+    # anything would send every user back to sign-in for ever.
     try:
-        if not isinstance(load_pem_public_key(public_key), ec.EllipticCurvePublicKey):
-            raise ValueError("not an EC key")
+        public_key = load_public_key(
+            read_secret("jwt-public-key", cfg.secret_mount_path).encode()
+        )
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise ConfigError(
             f"secret 'jwt-public-key' is not an EC public key in PEM ({exc})"

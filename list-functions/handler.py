@@ -38,6 +38,7 @@ from sdk.function import (
     parse_json,
 )
 from sdk.gateway import GatewayClient, GatewayError
+from sdk.openfaas import is_platform_function
 from sdk.secrets import DEFAULT_MOUNT_PATH, SecretMissing, read_secret
 from sdk.urls import function_url, function_url_template
 
@@ -66,7 +67,7 @@ class Config:
 
 
 def is_system(function: Mapping[str, Any]) -> bool:
-    return (function.get("labels") or {}).get("role") == "openfaas-system"
+    return is_platform_function(function.get("labels"))
 
 
 def owned_by(function: Mapping[str, Any], owner: str) -> bool:

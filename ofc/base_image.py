@@ -107,10 +107,17 @@ def _docker(docker_host: str, docker_cli: str) -> Callable[..., subprocess.Compl
     def run(
         *args: str, stdin: object = None, timeout: float = 300.0
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [docker_cli, *args], env=env, stdin=stdin, capture_output=True, text=True,
-            timeout=timeout, check=False,
-        )  # fmt: skip
+        try:
+            return subprocess.run(
+                [docker_cli, *args], env=env, stdin=stdin, capture_output=True, text=True,
+                timeout=timeout, check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise BaseImageError(
+                f"`docker {args[0]}` did not finish within {timeout:g} s ({docker_host})"
+            ) from None
+        except OSError as exc:
+            raise BaseImageError(f"cannot run the docker client {docker_cli}: {exc}") from None
 
     return run
 
@@ -148,7 +155,12 @@ def ensure_base_image(
     cache_dir = cache_dir or default_cache_dir()
     tarball, built = rootfs_tarball(spec, cache_dir, force=force, progress=progress)
     import_tarball(docker_host, spec, tarball, docker_cli)
-    check_image(docker_host, spec.ref, docker_cli)
+    try:
+        check_image(docker_host, spec.ref, docker_cli)
+    except BaseImageError:
+        # Tagged with its key, a broken image would be "reused" by every later call.
+        _docker(docker_host, docker_cli)("image", "rm", "--force", spec.ref)
+        raise
     how = "built with debootstrap" if built else "imported from the cached rootfs"
     return BaseImageResult(spec.ref, how, time.monotonic() - started, tarball)
 

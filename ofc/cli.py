@@ -179,7 +179,10 @@ def cmd_down(args: argparse.Namespace) -> int:
             _say("the runtime was not running")
     marker = _engine_marker(local)
     if marker.exists():  # `ofc up --containers` started it: stop it too
-        report = engine_mod.stop_engine(local.state_dir / "engine")
+        try:
+            report = engine_mod.stop_engine(local.state_dir / "engine")
+        except engine_mod.EngineError as exc:
+            raise CliError(f"cannot stop the Docker engine: {exc}") from None
         for line in report.lines():
             _say(line)
         if report.leftover:

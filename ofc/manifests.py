@@ -82,7 +82,11 @@ def load_values(files: Iterable[Path] = (), sets: Iterable[str] = ()) -> dict[st
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValuesError(f"--set {item!r}: expected key.path=value")
-        parsed = yaml.safe_load(raw) if raw else ""
+        try:
+            parsed = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as exc:
+            problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValuesError(f"--set {key}: {raw!r} is not a YAML value: {problem}") from None
         tree: dict[str, Any] = {}
         node = tree
         parts = key.split(".")

@@ -31,6 +31,7 @@ from router.config import Upstream
 from router.metrics import RouterMetrics
 from runtime.httpcore.streams import BodyError, BodyTooLarge
 from runtime.httpcore.upstream import UpstreamError, UpstreamPool
+from sdk.openfaas import is_platform_function
 
 __all__ = ["FunctionCache", "GatewayLister", "ListingError", "OWNER_LABEL"]
 
@@ -130,7 +131,7 @@ def index(listing: list[dict[str, Any]]) -> dict[str, str]:
         labels = item.get("labels") or {}
         if not isinstance(name, str) or not isinstance(labels, dict):
             continue
-        if labels.get("role") == "openfaas-system" or labels.get("openfaas-cloud") == "1":
+        if is_platform_function(labels):
             continue  # platform functions: only their explicit routes reach them
         owner = labels.get(OWNER_LABEL)
         if isinstance(owner, str) and owner:

@@ -8,6 +8,7 @@ are snake_case. ``from_json`` validates what a client sent and raises
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ __all__ = [
     "FunctionDeployment",
     "FunctionStatus",
     "validate_name",
+    "is_platform_function",
     "NAME_PATTERN",
 ]
 
@@ -182,3 +184,17 @@ class FunctionStatus:
         out["invocationCount"] = self.invocation_count
         out["createdAt"] = self.created_at
         return out
+
+
+def is_platform_function(labels: Mapping[str, Any] | None) -> bool:
+    """Whether a function is one of the platform's own (root stack.yml marks them
+    ``role: openfaas-system`` and ``openfaas-cloud: "1"``; either is enough): never a
+    user's, never listed to users, reachable only by its explicit routes.
+
+    >>> is_platform_function({"role": "openfaas-system"}), is_platform_function({"openfaas-cloud": "1"})
+    (True, True)
+    >>> is_platform_function({"com.openfaas.cloud.git-owner": "alice"}), is_platform_function(None)
+    (False, False)
+    """
+    labels = labels or {}
+    return labels.get("role") == "openfaas-system" or labels.get("openfaas-cloud") == "1"

@@ -43,7 +43,15 @@ async def run_streaming(
     )
     try:
         assert proc.stdout is not None
-        async for raw in proc.stdout:
+        while True:
+            try:
+                raw = await proc.stdout.readuntil(b"\n")
+            except asyncio.IncompleteReadError as end:  # the last line, without a newline
+                raw = end.partial
+            except asyncio.LimitOverrunError as long:  # a line over the limit: a piece of it
+                raw = await proc.stdout.read(max(long.consumed, 1))
+            if not raw:
+                break
             on_line(raw.decode("utf-8", "replace").rstrip())
         return await proc.wait()
     finally:

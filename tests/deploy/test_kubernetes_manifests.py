@@ -424,6 +424,7 @@ def test_namespaces_follow_the_values() -> None:
         ),
         (["domain=x.com", "registry.mode=internal", "router=3"], "router must be a map"),
         (["domain"], "expected key.path=value"),
+        (["domain=[x"], "is not a YAML value"),
     ],
     ids=[
         "no-domain",
@@ -437,6 +438,7 @@ def test_namespaces_follow_the_values() -> None:
         "bad-quantity",
         "scalar-for-map",
         "no-equals",
+        "not-yaml",
     ],
 )
 def test_bad_values_are_refused_with_the_key_named(sets: list[str], message: str) -> None:
