@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from runtime.config import default_state_dir
 from sdk.config import ConfigError, env_bool, env_duration, env_int, env_str
-from sdk.tokens import DEFAULT_TTL, public_origin, token_audience, token_issuer
+from sdk.tokens import DEFAULT_TTL, token_audience, token_issuer
 
 __all__ = [
     "CLIENT_SECRET",
@@ -89,10 +89,6 @@ class AuthConfig:
     def default_return_url(self) -> str:
         """Where a sign-in without ``r`` ends: the dashboard."""
         return f"{self.audience}/dashboard/"
-
-    def origin(self, host: str) -> str:
-        """The public origin of ``host`` (a name under the domain)."""
-        return public_origin(self.scheme, host, self.public_port)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> AuthConfig:

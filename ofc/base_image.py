@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .engine import DOCKER_CLI, mounts_under, unmount_under
+from .engine import DOCKER_CLI, log_tail, mounts_under, unmount_under
 
 __all__ = ["BaseImageError", "BaseImageResult", "BaseImageSpec", "ensure_base_image"]
 
@@ -218,14 +218,14 @@ def _debootstrap(spec: BaseImageSpec, rootfs: Path, log: Path) -> None:
             )  # fmt: skip
         except subprocess.TimeoutExpired:
             raise BaseImageError(
-                f"debootstrap took over {DEBOOTSTRAP_TIMEOUT:g} s; end of its log:\n{_tail(log)}"
+                f"debootstrap took over {DEBOOTSTRAP_TIMEOUT:g} s; end of its log:\n{log_tail(log, 15)}"
             ) from None
     if proc.returncode != 0:
         # debootstrap keeps its own detail in the target's debootstrap/debootstrap.log.
         detail = rootfs / "debootstrap" / "debootstrap.log"
         raise BaseImageError(
-            f"debootstrap failed (exit {proc.returncode}); end of its log:\n{_tail(log)}"
-            + (f"\n{_tail(detail)}" if detail.is_file() else "")
+            f"debootstrap failed (exit {proc.returncode}); end of its log:\n{log_tail(log, 15)}"
+            + (f"\n{log_tail(detail, 15)}" if detail.is_file() else "")
         )
 
 
@@ -297,11 +297,3 @@ def _run(argv: list[str], what: str) -> None:
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise BaseImageError(f"{what} failed: {proc.stderr.strip()[-1000:]}")
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return "  | (no log)"
-    return "\n".join(f"  | {line}" for line in text)

@@ -526,7 +526,8 @@ def registry_answers(addr: str, timeout: float = 2.0) -> bool:
         conn.close()
 
 
-def _tail(path: Path, lines: int = 25) -> str:
+def log_tail(path: Path, lines: int = 25) -> str:
+    """The last ``lines`` of a log file, indented for an error message."""
     text = _read(str(path)).decode(errors="replace").splitlines()[-lines:]
     return "\n".join(f"  | {line}" for line in text) or "  | (empty)"
 
@@ -570,7 +571,7 @@ def _record(name: str, pid: int, argv: list[str], log: Path) -> ProcessRecord:
         if _proc_stat(pid) is None or pid not in _SPAWNED:
             break
         time.sleep(0.005)
-    raise EngineError(f"{name} exited at once; end of {log}:\n{_tail(log)}")
+    raise EngineError(f"{name} exited at once; end of {log}:\n{log_tail(log)}")
 
 
 def _wait_for(
@@ -580,10 +581,10 @@ def _wait_for(
     while not check():
         if not record.owned():
             _reap(record.pid)
-            raise EngineError(f"{record.name} exited before {what}; end of {log}:\n{_tail(log)}")
+            raise EngineError(f"{record.name} exited before {what}; end of {log}:\n{log_tail(log)}")
         if time.monotonic() > deadline:
             raise EngineError(
-                f"{record.name} did not {what} within {timeout:g} s; end of {log}:\n{_tail(log)}"
+                f"{record.name} did not {what} within {timeout:g} s; end of {log}:\n{log_tail(log)}"
             )
         time.sleep(0.05)
 

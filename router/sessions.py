@@ -16,9 +16,7 @@ never logged.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import logging
 import time
 from urllib.parse import quote_from_bytes
@@ -55,17 +53,6 @@ def session_tokens(cookie_headers: list[bytes]) -> list[bytes]:
             if pair.startswith(_COOKIE_PREFIX):
                 found.append(pair[len(_COOKIE_PREFIX) :])
     return found
-
-
-def _token_expiry(token: bytes) -> float | None:
-    """The ``exp`` claim of a JWT, read without verifying it (edge-auth has), or ``None``."""
-    try:
-        payload = token.split(b".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))
-        exp = claims["exp"]
-    except (IndexError, ValueError, KeyError, TypeError):
-        return None
-    return float(exp) if isinstance(exp, int | float) else None
 
 
 class SessionGate:
@@ -121,11 +108,9 @@ class SessionGate:
                 del self._allowed[key]
         decision, expires = await self._ask(path, cookies, authorization, host, request.client)
         self.metrics.session(decision)
-        if decision == ALLOW and key is not None:
-            if expires is None:
-                expires = _token_expiry(token or authorization.partition(b" ")[2].strip())
-            if expires is not None:
-                self._remember(key, expires)
+        # Remembered only until the session's end as edge-auth states it (X-OFC-Expires).
+        if decision == ALLOW and key is not None and expires is not None:
+            self._remember(key, expires)
         return decision
 
     def _remember(self, key: bytes, expires: float) -> None:

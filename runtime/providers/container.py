@@ -90,6 +90,7 @@ class _ContainerInstance:
     def __init__(self, client: EngineClient, container_id: str, output: Output) -> None:
         self.client = client
         self.id = container_id
+        self.released = False
         self.exit = asyncio.create_task(self._wait())
         self.reader = asyncio.create_task(self._pump(output))
 
@@ -139,6 +140,9 @@ class _ContainerInstance:
             log.warning("cannot stop container %s: %s", self.id[:12], exc)
 
     async def release(self) -> None:
+        if self.released:  # reached from the replica's end and from its stop
+            return
+        self.released = True
         await self._finish_output()
         if not self.exit.done():
             self.exit.cancel()
