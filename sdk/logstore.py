@@ -21,6 +21,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -194,22 +195,37 @@ class LogStore(Protocol):
         ...
 
 
-def _newest(builds: list[Build]) -> list[Build]:
-    return sorted(builds, key=lambda b: (-b.time, b.sha))[:MAX_BUILDS]
+def _newest_builds(
+    files: Iterable[tuple[str, str, float, Any]], read_status: Callable[[Any], str | None]
+) -> list[Build]:
+    """The newest :data:`MAX_BUILDS` builds among stored ``files`` (sha, file name, time,
+    handle), reading the status of those builds only (``read_status(handle)``)."""
+    times: dict[str, float] = {}
+    statuses: dict[str, Any] = {}
+    for sha, name, stamp, handle in files:
+        times[sha] = max(stamp, times.get(sha, stamp))
+        if name == STATUS_FILE:
+            statuses[sha] = handle
+    builds = []
+    for sha in sorted(times, key=lambda s: (-times[s], s))[:MAX_BUILDS]:
+        state = description = ""
+        text = read_status(statuses[sha]) if sha in statuses else None
+        if text is not None:
+            try:
+                record = json.loads(text)
+                state = str(record.get("state", ""))
+                description = str(record.get("description", ""))
+            except (ValueError, AttributeError):
+                pass  # a status that cannot be read leaves the build listed without one
+        builds.append(Build(sha, times[sha], state, description))
+    return builds
 
 
-def _merge(found: dict[str, Build], sha: str, time: float, status: str | None) -> None:
-    """Fold one stored file of build ``sha`` into ``found`` (``status``: a status.json's text)."""
-    build = found.get(sha) or Build(sha, time)
-    state, description = build.state, build.description
-    if status is not None:
-        try:
-            record = json.loads(status)
-            state = str(record.get("state", ""))
-            description = str(record.get("description", ""))
-        except (ValueError, AttributeError):
-            pass  # a status that cannot be read leaves the build listed without one
-    found[sha] = Build(sha, max(time, build.time), state, description)
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None  # replaced or removed while listing
 
 
 class FileLogStore:
@@ -257,20 +273,18 @@ class FileLogStore:
 
     def builds(self, owner: str, repo: str, function: str) -> list[Build]:
         LogKey(owner, repo, "0000", function)  # the parts are checked as a key's are
-        found: dict[str, Build] = {}
+        files = []
         try:
             for path in (self.root / owner / repo).glob(f"*/{function}/*"):
-                if path.name not in (BUILD_FILE, STATUS_FILE):
-                    continue
-                try:
-                    mtime = path.stat().st_mtime
-                    status = path.read_text() if path.name == STATUS_FILE else None
-                except FileNotFoundError:
-                    continue  # replaced while listing
-                _merge(found, path.parent.parent.name, mtime, status)
+                if path.name in (BUILD_FILE, STATUS_FILE):
+                    try:
+                        stamp = path.stat().st_mtime
+                    except FileNotFoundError:
+                        continue  # replaced while listing
+                    files.append((path.parent.parent.name, path.name, stamp, path))
         except OSError as exc:
             raise LogStoreError(f"cannot list {owner}/{repo}: {exc.strerror or exc}") from None
-        return _newest(list(found.values()))
+        return _newest_builds(files, _read_text)
 
     def claim(self, name: str) -> bool:
         validate_claim_name(name)
@@ -367,7 +381,7 @@ class S3LogStore:
 
         LogKey(owner, repo, "0000", function)  # the parts are checked as a key's are
         prefix = f"{owner}/{repo}/"
-        found: dict[str, Build] = {}
+        files = []
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=prefix
@@ -375,23 +389,25 @@ class S3LogStore:
             for page in pages:
                 for item in page.get("Contents", []):
                     parts = str(item["Key"])[len(prefix) :].split("/")
-                    if len(parts) != 3 or parts[1] != function:
-                        continue
-                    sha, name = parts[0], parts[2]
-                    if name not in (BUILD_FILE, STATUS_FILE):
-                        continue
-                    status = None
-                    if name == STATUS_FILE:
-                        body = self.client.get_object(Bucket=self.bucket, Key=item["Key"])["Body"]
-                        status = body.read().decode("utf-8", "replace")
-                    _merge(found, sha, item["LastModified"].timestamp(), status)
+                    if len(parts) == 3 and parts[1] == function and parts[2] in (BUILD_FILE, STATUS_FILE):
+                        stamp = item["LastModified"].timestamp()
+                        files.append((parts[0], parts[2], stamp, str(item["Key"])))
+            return _newest_builds(files, self._read_status)
         except ClientError as exc:
             if _code(exc) == "NoSuchBucket":
                 return []
             raise LogStoreError(f"cannot list {prefix}: {_describe(exc)}") from None
         except BotoCoreError as exc:
             raise LogStoreError(f"cannot list {prefix}: {_describe(exc)}") from None
-        return _newest(list(found.values()))
+
+    def _read_status(self, key: str) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            return str(body.read().decode("utf-8", "replace"))
+        except ClientError:
+            return None  # removed while listing
 
     def claim(self, name: str) -> bool:
         validate_claim_name(name)

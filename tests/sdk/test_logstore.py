@@ -3,6 +3,8 @@ on loopback (never AWS: explicit endpoint, fake keys, no metadata lookups)."""
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -346,3 +348,23 @@ def test_s3_store_endpoint_whose_scheme_contradicts_tls_is_refused() -> None:
             tls=True,
             client=object(),
         )
+
+
+def test_build_list_keeps_the_newest_fifty_with_their_last_status(tmp_path: Path) -> None:
+    store = FileLogStore(tmp_path)
+    for i in range(55):
+        key = LogKey("alice", "fns", f"{i:04x}aaaa", "hello")
+        store.put(key, "log")
+        store.put_status(
+            key, json.dumps({"state": "failure" if i % 2 else "success", "description": f"#{i}"})
+        )
+        for path in (tmp_path / key.path, tmp_path / key.status_path):
+            os.utime(path, (1_700_000_000 + i, 1_700_000_000 + i))
+
+    builds = store.builds("alice", "fns", "hello")
+
+    assert len(builds) == 50
+    assert [b.sha for b in builds[:2]] == ["0036aaaa", "0035aaaa"]  # newest first
+    assert (builds[0].state, builds[0].description) == ("success", "#54")
+    assert (builds[1].state, builds[1].description) == ("failure", "#53")
+    assert builds[-1].sha == "0005aaaa"
