@@ -284,6 +284,10 @@ class ContainerLauncher:
             container_id = await self.client.create_container(name, body)
         except EngineError as exc:
             raise LaunchError(f"cannot create its container: {exc}") from None
+        except asyncio.CancelledError:
+            # Cancelled while the engine may have made it: remove it by its name.
+            await asyncio.shield(self._remove_quietly(name))
+            raise
         try:
             await self.client.start_container(container_id)
         except BaseException as exc:
