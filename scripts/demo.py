@@ -85,7 +85,8 @@ def main() -> int:
             git(work, env, "commit", "-q", "-m", "hello world")
             print(f"==> git push {remote} main", flush=True)
             started = time.monotonic()
-            git(work, env, "push", "-q", remote, "main")
+            # --force: a demo run before this one left its own history there.
+            git(work, env, "push", "-q", "--force", remote, "main")
             url = f"{router}/hello"
             answer = wait_for(url, host, "Hello")
             first = time.monotonic() - started

@@ -51,3 +51,12 @@ def test_demo_pushes_the_example_and_prints_its_answer_and_push_to_live(
     assert "token" not in out.lower()
     # Everything was stopped again.
     assert not (tmp_path / "state" / "gateway.pid").exists()
+
+    # A second run on the same state (a newcomer trying it again) works as well: the
+    # demo's repository from the first run does not refuse the new history.
+    again = subprocess.run(
+        [sys.executable, "scripts/demo.py"], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert '{"message": "Hi again, demo!"}' in again.stdout
