@@ -108,6 +108,10 @@ class _ProcessInstance:
         # The replica leads its own session (start_new_session), so helper processes it
         # started are in its process group: end them with it, or they outlive it and
         # hold its output pipe open, which would block the restart.
+        if self.proc.returncode is not None and os.path.exists(f"/proc/{self.proc.pid}"):
+            # Our leader is gone and reaped, yet a process has its PID: the number was
+            # reused, perhaps by another replica leading a group of that number. Not ours.
+            return
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
