@@ -24,6 +24,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -269,6 +270,9 @@ class VenvCache:
             stderr=subprocess.STDOUT,
             env=env,
             limit=_LINE_LIMIT,
+            # pip --python runs a second pip under the venv's interpreter, as its child:
+            # its own group lets a cancel end both, not leave that one behind.
+            start_new_session=True,
         )
         try:
             assert proc.stdout is not None
@@ -279,7 +283,10 @@ class VenvCache:
             returncode = await proc.wait()
         finally:
             if proc.returncode is None:  # cancelled, or progress raised
-                proc.kill()
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass  # already gone
                 await proc.wait()
         if returncode != 0:
             # argv is left out of the message: pip_args may carry an index URL with a token.

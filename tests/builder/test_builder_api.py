@@ -36,7 +36,7 @@ from sdk.openfaas import FunctionDeployment
 from sdk.signing import BUILD_SIGNATURE, sign
 from sdk.stack import load_stack
 from tests.conftest import REPO, TEMPLATE, RunningGateway, free_port, stop_pid
-from tests.helpers import child_pids, start_service
+from tests.helpers import child_pids, start_service, wait_until
 
 HANDLER = """
 def handle(event, context):
@@ -337,8 +337,29 @@ def test_build_over_the_time_limit_answers_500_and_leaves_no_pip_running(
         "build failed: it took longer than 1 s (OFC_BUILDER_TIMEOUT)"
     )
     assert child_pids(builder.proc.pid) == set()
+    # Nor anywhere else: pip --python runs a second pip as its child, which must not be
+    # left behind reparented to init, blocked on the FIFO for ever.
+    wait_until(
+        lambda: not pips_under(builder.venv_dir),
+        10,
+        lambda: f"pip left running: {pips_under(builder.venv_dir)}",
+    )
     with pytest.raises(ArtifactNotFound):
         builder.store.resolve("slow:v1")
+
+
+def pips_under(venv_dir: Path) -> list[int]:
+    """PIDs of processes anywhere on the machine running pip for ``venv_dir``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"pip" in cmdline and str(venv_dir).encode() in cmdline:
+                found.append(int(proc.name))
+    return found
 
 
 @pytest.mark.parametrize(
