@@ -532,9 +532,12 @@ def ensure_wrk() -> str | None:
     return f"wrk could not be installed: {done.stderr.strip()[-300:]}"
 
 
-def run_wrk(url: str, connections: int, seconds: int) -> WrkResult:
-    """``wrk -t2 -c<N> -d<S>s --latency URL``, bounded by a timeout."""
-    argv = [WRK, "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+def run_wrk(url: str, connections: int, seconds: int, *, host: str | None = None) -> WrkResult:
+    """``wrk -t2 -c<N> -d<S>s --latency [-H 'Host: <host>'] URL``, bounded by a timeout."""
+    argv = [WRK, "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if host:
+        argv += ["-H", f"Host: {host}"]
+    argv.append(url)
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 20)
     except subprocess.TimeoutExpired:

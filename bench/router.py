@@ -55,7 +55,6 @@ from bench.harness import (
     http_call,
     log,
     median,
-    parse_wrk,
     system_busy,
 )
 
@@ -263,19 +262,6 @@ def _wait_listening(proc: subprocess.Popen[bytes], port: int, timeout: float, ta
 
 
 # -- one measurement ---------------------------------------------------------------------------------
-def _wrk(url: str, host: str | None, connections: int, seconds: int) -> harness.WrkResult:
-    argv = [harness.WRK, "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    if host:
-        argv += ["-H", f"Host: {host}"]
-    try:
-        done = subprocess.run(argv + [url], capture_output=True, text=True, timeout=seconds + 20)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"wrk did not finish within {seconds + 20} s") from None
-    if done.returncode != 0:
-        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr.strip()[-500:]}")
-    return parse_wrk(done.stdout)
-
-
 class Setup:
     """The processes of one case: the upstream, the router and the nginx proxy."""
 
@@ -300,7 +286,7 @@ class Setup:
         m0 = self.unledgered_cpu()
         r0, n0, u0 = cpu_seconds(self.router.pid), self.nginx.cpu(), self.upstream_cpu()
         busy0, total0 = system_busy()
-        res = _wrk(url, host, connections, SECONDS)
+        res = harness.run_wrk(url, connections, SECONDS, host=host)
         busy1, total1 = system_busy()
         r1, n1, u1 = cpu_seconds(self.router.pid), self.nginx.cpu(), self.upstream_cpu()
         m1 = self.unledgered_cpu()
@@ -335,7 +321,7 @@ class Setup:
         out: dict[int, dict[str, list]] = {}  # type: ignore[type-arg]
         for conns in concurrencies:
             for port, path, host in self.urls.values():
-                _wrk(f"http://{HOST}:{port}{path}", host, conns, WARMUP_SECONDS)
+                harness.run_wrk(f"http://{HOST}:{port}{path}", conns, WARMUP_SECONDS, host=host)
             runs: dict[str, list[dict[str, Any]]] = {way: [] for way in WAYS}
             for i in range(ROUNDS):
                 order = WAYS[i % 3 :] + WAYS[: i % 3]  # each way first once
